@@ -1,0 +1,182 @@
+//! `Autodiff<B>`: the forward runs `B`'s fused op once and records two graph nodes, one per
+//! output, so each gets its own backward and unused outputs cost nothing:
+//! - the output `o`, whose backward is `B::lightning_backward` (the fused backward sweeps);
+//! - the final state `S_n = lambda^n S_0 + sum_s lambda^(n-1-s) k_s^T v_s`, whose backward is
+//!   `B::lightning_state_backward`.
+//!
+//! The slopes are constants: they get no gradient.
+
+use burn::backend::autodiff::{
+    Autodiff, NodeId,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::tensor::{DType, Shape, backend::AutodiffBackend, ops::FloatTensor};
+
+use crate::{LightningBackend, LightningGrads};
+
+#[derive(Debug)]
+struct OutputBackward;
+
+/// Checkpointed q, k, v, (initial state), and the slopes.
+type Saved<B> = (NodeId, NodeId, NodeId, Option<NodeId>, FloatTensor<B>);
+
+impl<B: LightningBackend> Backward<B, 4> for OutputBackward {
+    type State = Saved<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 4>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_q, node_k, node_v, node_s0] = ops.parents;
+        let grad_output = grads.consume::<B>(&ops.node);
+        let (q, k, v, s0, slopes) = ops.state;
+        let grads_in = B::lightning_backward(
+            checkpointer.retrieve_node_output(q),
+            checkpointer.retrieve_node_output(k),
+            checkpointer.retrieve_node_output(v),
+            slopes,
+            s0.map(|id| checkpointer.retrieve_node_output(id)),
+            grad_output,
+        );
+        let LightningGrads {
+            q: dq,
+            k: dk,
+            v: dv,
+            initial_state: ds0,
+        } = grads_in;
+        for (node, grad) in [(node_q, Some(dq)), (node_k, Some(dk)), (node_v, Some(dv))]
+            .into_iter()
+            .chain([(node_s0, ds0)])
+        {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FinalStateBackward;
+
+impl<B: LightningBackend> Backward<B, 3> for FinalStateBackward {
+    /// Checkpointed k and v, and the slopes.
+    type State = (NodeId, NodeId, FloatTensor<B>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_k, node_v, node_s0] = ops.parents;
+        let d_state = grads.consume::<B>(&ops.node);
+        let (k, v, slopes) = ops.state;
+        let [dk, dv, ds0] = B::lightning_state_backward(
+            checkpointer.retrieve_node_output(k),
+            checkpointer.retrieve_node_output(v),
+            slopes,
+            d_state,
+        );
+        for (node, grad) in [(node_k, dk), (node_v, dv), (node_s0, ds0)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B, C> {
+    fn lightning_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let has_state = initial_state.is_some();
+        // Without an initial state, an empty untracked leaf fills the fourth parent slot.
+        let s0 = initial_state.unwrap_or_else(|| {
+            Self::from_inner(B::float_zeros(
+                Shape::new([0]),
+                &B::float_device(&q.primitive),
+                DType::F32.into(),
+            ))
+        });
+        let (o, state) = B::lightning_forward(
+            q.primitive.clone(),
+            k.primitive.clone(),
+            v.primitive.clone(),
+            slopes.primitive.clone(),
+            has_state.then(|| s0.primitive.clone()),
+        );
+
+        let o = match OutputBackward
+            .prepare::<C>([
+                q.node.clone(),
+                k.node.clone(),
+                v.node.clone(),
+                s0.node.clone(),
+            ])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let saved = (
+                    prep.checkpoint(&q),
+                    prep.checkpoint(&k),
+                    prep.checkpoint(&v),
+                    has_state.then(|| prep.checkpoint(&s0)),
+                    slopes.primitive.clone(),
+                );
+                prep.finish(saved, o)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(o),
+        };
+
+        let state = match FinalStateBackward
+            .prepare::<C>([k.node.clone(), v.node.clone(), s0.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let saved = (
+                    prep.checkpoint(&k),
+                    prep.checkpoint(&v),
+                    slopes.primitive,
+                );
+                prep.finish(saved, state)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(state),
+        };
+        (o, state)
+    }
+
+    /// The gradients themselves are not differentiated again (no second order).
+    fn lightning_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+        grad_output: FloatTensor<Self>,
+    ) -> LightningGrads<Self> {
+        let grads = B::lightning_backward(
+            q.primitive,
+            k.primitive,
+            v.primitive,
+            slopes.primitive,
+            initial_state.map(|s| s.primitive),
+            grad_output.primitive,
+        );
+        LightningGrads {
+            q: Self::from_inner(grads.q),
+            k: Self::from_inner(grads.k),
+            v: Self::from_inner(grads.v),
+            initial_state: grads.initial_state.map(Self::from_inner),
+        }
+    }
+}

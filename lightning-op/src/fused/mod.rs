@@ -1,0 +1,92 @@
+//! Fused CubeCL kernels for `CubeBackend<R, ..>`: one generic impl serves CUDA and WGPU.
+//!
+//! The forward is one sweep; the backward is three sweeps of the same kernel with the
+//! roles of the tensors exchanged (the derivation is in [`crate::reference::backward`]).
+
+mod kernel;
+mod launch;
+
+use burn::tensor::{FloatDType, ops::FloatTensorOps, ops::FloatTensor};
+use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
+
+use crate::{LightningBackend, LightningGrads, reference::Direction};
+use launch::{Sweep, sweep};
+
+impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
+where
+    R: CubeRuntime,
+    F: FloatElement,
+    I: IntElement,
+    BT: BoolElement,
+{
+    fn lightning_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o, state) = sweep(Sweep {
+            q,
+            k,
+            v,
+            slopes: fp32::<Self>(slopes),
+            state: initial_state.map(fp32::<Self>),
+            direction: Direction::Forward,
+            write_state: true,
+        });
+        (o, state.expect("the forward writes its state"))
+    }
+
+    fn lightning_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+        grad_output: FloatTensor<Self>,
+    ) -> LightningGrads<Self> {
+        let slopes = fp32::<Self>(slopes);
+        let has_state = initial_state.is_some();
+        let s0_t = initial_state.map(|s| Self::float_swap_dims(fp32::<Self>(s), 2, 3));
+        let (dq, _) = sweep(Sweep {
+            q: grad_output.clone(),
+            k: v.clone(),
+            v: k.clone(),
+            slopes: slopes.clone(),
+            state: s0_t,
+            direction: Direction::Forward,
+            write_state: false,
+        });
+        let (dv, ds0) = sweep(Sweep {
+            q: k,
+            k: q.clone(),
+            v: grad_output.clone(),
+            slopes: slopes.clone(),
+            state: None,
+            direction: Direction::Backward,
+            write_state: has_state,
+        });
+        let (dk, _) = sweep(Sweep {
+            q: v,
+            k: grad_output,
+            v: q,
+            slopes,
+            state: None,
+            direction: Direction::Backward,
+            write_state: false,
+        });
+        LightningGrads {
+            q: dq,
+            k: dk,
+            v: dv,
+            initial_state: ds0,
+        }
+    }
+}
+
+fn fp32<B: FloatTensorOps<B> + burn::tensor::backend::Backend>(
+    t: FloatTensor<B>,
+) -> FloatTensor<B> {
+    B::float_cast(t, FloatDType::F32)
+}

@@ -1,0 +1,185 @@
+//! `Fusion<B>`: `burn::backend::{Cuda, Wgpu}` with burn's default features are fusion
+//! backends, so the op is registered in the fusion stream as a custom operation whose
+//! execution runs the inner backend's fused kernels.
+
+use burn::tensor::{DType, Shape, ops::FloatTensor};
+use burn_fusion::{
+    Fusion, FusionBackend, FusionRuntime,
+    stream::{Operation, OperationStreams},
+};
+use burn_ir::{CustomOpIr, HandleContainer, OperationIr, TensorIr};
+
+use crate::{LightningBackend, LightningGrads};
+
+/// Which product of the op a registered custom operation computes.
+#[derive(Clone, Copy, Debug)]
+enum Product {
+    /// inputs `q, k, v, slopes, [state]`; outputs `o, state`.
+    Forward,
+    /// inputs `q, k, v, slopes, [state], grad_output`; outputs `dq, dk, dv, [d state]`.
+    Backward,
+    /// inputs `k, v, slopes, grad_state`; outputs `dk, dv, d state`. Run unfused: burn
+    /// 0.21's fusion miscomputes these matmul chains when n = 1 (seen on WGPU).
+    StateBackward,
+}
+
+#[derive(Debug)]
+struct LightningOp<B> {
+    desc: CustomOpIr,
+    product: Product,
+    has_state: bool,
+    _backend: core::marker::PhantomData<B>,
+}
+
+impl<B> Clone for LightningOp<B> {
+    fn clone(&self) -> Self {
+        Self {
+            desc: self.desc.clone(),
+            product: self.product,
+            has_state: self.has_state,
+            _backend: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for LightningOp<B> {
+    fn execute(
+        &self,
+        handles: &mut HandleContainer<<B::FusionRuntime as FusionRuntime>::FusionHandle>,
+    ) {
+        let mut inputs = self
+            .desc
+            .inputs
+            .iter()
+            .map(|ir| handles.get_float_tensor::<B>(ir))
+            .collect::<Vec<_>>()
+            .into_iter();
+        let mut next = || inputs.next().expect("input registered with the op");
+        if let Product::StateBackward = self.product {
+            let grads = B::lightning_state_backward(next(), next(), next(), next());
+            for (ir, tensor) in self.desc.outputs.iter().zip(grads) {
+                handles.register_float_tensor::<B>(&ir.id, tensor);
+            }
+            return;
+        }
+        let (q, k, v, slopes) = (next(), next(), next(), next());
+        let state = self.has_state.then(&mut next);
+        let results = match self.product {
+            Product::Forward => {
+                let (o, state) = B::lightning_forward(q, k, v, slopes, state);
+                vec![o, state]
+            }
+            Product::Backward => {
+                let grads = B::lightning_backward(q, k, v, slopes, state, next());
+                [grads.q, grads.k, grads.v]
+                    .into_iter()
+                    .chain(grads.initial_state)
+                    .collect()
+            }
+            Product::StateBackward => unreachable!("handled above"),
+        };
+        for (ir, tensor) in self.desc.outputs.iter().zip(results) {
+            handles.register_float_tensor::<B>(&ir.id, tensor);
+        }
+    }
+}
+
+/// Registers one product; returns its outputs in order.
+fn register<B: FusionBackend + LightningBackend>(
+    product: Product,
+    inputs: Vec<FloatTensor<Fusion<B>>>,
+    has_state: bool,
+    outputs: Vec<(Shape, DType)>,
+) -> Vec<FloatTensor<Fusion<B>>> {
+    let client = inputs[0].client.clone();
+    let streams = OperationStreams::with_inputs(inputs.iter());
+    let outputs: Vec<TensorIr> = outputs
+        .into_iter()
+        .map(|(shape, dtype)| TensorIr::uninit(client.create_empty_handle(), shape, dtype))
+        .collect();
+    let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
+    let id = match product {
+        Product::Forward => "lightning_attention_forward",
+        Product::Backward => "lightning_attention_backward",
+        Product::StateBackward => "lightning_attention_state_backward",
+    };
+    let desc = CustomOpIr::new(id, &inputs, &outputs);
+    let op = LightningOp::<B> {
+        desc: desc.clone(),
+        product,
+        has_state,
+        _backend: core::marker::PhantomData,
+    };
+    client.register(streams, OperationIr::Custom(desc), op)
+}
+
+impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
+    fn lightning_forward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let [b, h, n, d] = q.shape.dims::<4>();
+        let e = v.shape[3];
+        let outputs = vec![
+            (Shape::new([b, h, n, e]), q.dtype),
+            (Shape::new([b, h, d, e]), DType::F32),
+        ];
+        let has_state = initial_state.is_some();
+        let inputs = [q, k, v, slopes].into_iter().chain(initial_state).collect();
+        let [o, state] = register::<B>(Product::Forward, inputs, has_state, outputs)
+            .try_into()
+            .expect("two outputs");
+        (o, state)
+    }
+
+    fn lightning_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+        grad_output: FloatTensor<Self>,
+    ) -> LightningGrads<Self> {
+        let mut outputs = vec![
+            (q.shape.clone(), q.dtype),
+            (k.shape.clone(), k.dtype),
+            (v.shape.clone(), v.dtype),
+        ];
+        if let Some(state) = &initial_state {
+            outputs.push((state.shape.clone(), DType::F32));
+        }
+        let has_state = initial_state.is_some();
+        let inputs = [q, k, v, slopes]
+            .into_iter()
+            .chain(initial_state)
+            .chain([grad_output])
+            .collect();
+        let mut grads = register::<B>(Product::Backward, inputs, has_state, outputs).into_iter();
+        LightningGrads {
+            q: grads.next().expect("dq"),
+            k: grads.next().expect("dk"),
+            v: grads.next().expect("dv"),
+            initial_state: grads.next(),
+        }
+    }
+
+    fn lightning_state_backward(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        grad_state: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let outputs = vec![
+            (k.shape.clone(), k.dtype),
+            (v.shape.clone(), v.dtype),
+            (grad_state.shape.clone(), DType::F32),
+        ];
+        let inputs = vec![k, v, slopes, grad_state];
+        register::<B>(Product::StateBackward, inputs, false, outputs)
+            .try_into()
+            .expect("three outputs")
+    }
+}

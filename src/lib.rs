@@ -1,0 +1,1 @@
+pub use lightning_op; pub use tnl_model;
