@@ -29,6 +29,7 @@ mod backends;
 mod checks;
 mod fused;
 mod fusion;
+pub mod oracle;
 pub mod recurrent;
 pub mod reference;
 

@@ -44,12 +44,23 @@ fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
     if reverse { n - 1 - i } else { i }
 }
 
+/// What one launch of the sweep computes.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Mode {
+    /// Outputs of each segment, starting from the state entering it (and the final state when
+    /// there is one segment and `write_state`).
+    Output,
+    /// Only each segment's local state (from zero): the first pass of sequence parallelism.
+    State,
+}
+
 /// `out = (Q K^T * M) V + diag(lambda^(i+1)) Q KV` blockwise (`lambda^i` when `reverse`),
-/// and the final state.
+/// and the state, over one segment of `seg_len` tokens (in sweep order) per `CUBE_POS_Z`.
 ///
-/// `q`, `k`: `[B, H, N, DQK]`, `v`, `out`: `[B, H, N, DV]`, all contiguous. `state_in` and
-/// `state_out`: `[B, H, DQK, DV]` fp32; `state_in` is read through its strides (a transposed
-/// view is fine) and only when `has_state`; `state_out` is written only when `write_state`.
+/// `q`, `k`: `[B, H, N, DQK]`, `v`, `out`: `[B, H, N, DV]`, all contiguous. `state_in`:
+/// `[S, B, H, DQK, DV]` fp32, the state entering each segment, read through its strides (a
+/// transposed view is fine) and only when `has_state`. `state_out`: `[S, B, H, DQK, DV]`
+/// contiguous fp32, written in `Mode::State` and, in `Mode::Output`, when `write_state`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_kernel<F: Float>(
@@ -60,7 +71,9 @@ pub fn sweep_kernel<F: Float>(
     state_in: &Tensor<f32>,
     out: &mut Tensor<F>,
     state_out: &mut Tensor<f32>,
+    seg_len: usize,
     #[comptime] tiles: Tiles,
+    #[comptime] mode: Mode,
     #[comptime] has_state: bool,
     #[comptime] write_state: bool,
     #[comptime] reverse: bool,
@@ -70,11 +83,14 @@ pub fn sweep_kernel<F: Float>(
     let dk = tiles.dk;
     let ev = tiles.ev;
     let dcap = tiles.dcap;
+    let outputs = comptime!(mode == Mode::Output);
 
     let units = CUBE_DIM as usize;
     let unit = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let c0 = CUBE_POS_X as usize * ev;
+    let segment = CUBE_POS_Z as usize;
+    let bh_count = CUBE_COUNT_Y as usize;
 
     let heads = q.shape(1);
     let n = q.shape(2);
@@ -85,6 +101,8 @@ pub fn sweep_kernel<F: Float>(
 
     let qk_base = bh * n * dqk;
     let v_base = bh * n * dv;
+    let seg_start = segment * seg_len;
+    let seg_end = min(n, seg_start + seg_len);
 
     let mut qs = SharedMemory::<f32>::new(blk * dk);
     let mut ks = SharedMemory::<f32>::new(blk * dk);
@@ -98,7 +116,7 @@ pub fn sweep_kernel<F: Float>(
     let slope = slopes[head];
     let mut x = unit;
     while x <= blk {
-        decay[x] = (-slope * f32::cast_from(x)).exp();
+        decay[x] = (-slope * f32::cast_from(x as u32)).exp();
         x += units;
     }
 
@@ -109,10 +127,11 @@ pub fn sweep_kernel<F: Float>(
         let mut init = 0.0f32;
         if has_state {
             if row < dqk && c0 + col < dv {
-                init = state_in[batch * state_in.stride(0)
-                    + head * state_in.stride(1)
-                    + row * state_in.stride(2)
-                    + (c0 + col) * state_in.stride(3)];
+                init = state_in[segment * state_in.stride(0)
+                    + batch * state_in.stride(1)
+                    + head * state_in.stride(2)
+                    + row * state_in.stride(3)
+                    + (c0 + col) * state_in.stride(4)];
             }
         }
         kv[idx] = init;
@@ -122,12 +141,11 @@ pub fn sweep_kernel<F: Float>(
 
     let shift_inter = if reverse { 0usize } else { 1usize };
     let shift_update = if reverse { 1usize } else { 0usize };
-    let num_blocks = n.div_ceil(blk);
     let num_chunks = dqk.div_ceil(dk);
 
-    for block in 0..num_blocks {
-        let t0 = block * blk;
-        let m = min(blk, n - t0);
+    let mut t0 = seg_start;
+    while t0 < seg_end {
+        let m = min(blk, seg_end - t0);
 
         let mut idx = unit;
         while idx < blk * ev {
@@ -139,13 +157,17 @@ pub fn sweep_kernel<F: Float>(
                 val = f32::cast_from(v[v_base + t * dv + c0 + c]);
             }
             vs[idx] = val;
-            os[idx] = 0.0;
+            if outputs {
+                os[idx] = 0.0;
+            }
             idx += units;
         }
-        let mut idx = unit;
-        while idx < blk * blk {
-            att[idx] = 0.0;
-            idx += units;
+        if outputs {
+            let mut idx = unit;
+            while idx < blk * blk {
+                att[idx] = 0.0;
+                idx += units;
+            }
         }
 
         for chunk in 0..num_chunks {
@@ -159,7 +181,9 @@ pub fn sweep_kernel<F: Float>(
                 let mut kvv = 0.0f32;
                 if i < m && d0 + kk < dqk {
                     let t = time_index(t0 + i, n, reverse);
-                    qv = f32::cast_from(q[qk_base + t * dqk + d0 + kk]);
+                    if outputs {
+                        qv = f32::cast_from(q[qk_base + t * dqk + d0 + kk]);
+                    }
                     kvv = f32::cast_from(k[qk_base + t * dqk + d0 + kk]);
                 }
                 qs[idx] = qv;
@@ -168,33 +192,35 @@ pub fn sweep_kernel<F: Float>(
             }
             sync_cube();
 
-            // intra: scores of this qk chunk, lower triangle only.
-            let mut idx = unit;
-            while idx < blk * blk {
-                let i = idx / blk;
-                let j = idx % blk;
-                if j <= i {
+            if outputs {
+                // intra: scores of this qk chunk, lower triangle only.
+                let mut idx = unit;
+                while idx < blk * blk {
+                    let i = idx / blk;
+                    let j = idx % blk;
+                    if j <= i {
+                        let mut acc = 0.0f32;
+                        for kk in 0..dk {
+                            acc += qs[i * dk + kk] * ks[j * dk + kk];
+                        }
+                        att[idx] += acc;
+                    }
+                    idx += units;
+                }
+                // inter: this chunk's rows of the state entering the block.
+                let mut idx = unit;
+                while idx < blk * ev {
+                    let i = idx / ev;
+                    let c = idx % ev;
                     let mut acc = 0.0f32;
                     for kk in 0..dk {
-                        acc += qs[i * dk + kk] * ks[j * dk + kk];
+                        acc += qs[i * dk + kk] * kv[(d0 + kk) * ev + c];
                     }
-                    att[idx] += acc;
+                    os[idx] += acc;
+                    idx += units;
                 }
-                idx += units;
+                sync_cube();
             }
-            // inter: this chunk's rows of the state entering the block.
-            let mut idx = unit;
-            while idx < blk * ev {
-                let i = idx / ev;
-                let c = idx % ev;
-                let mut acc = 0.0f32;
-                for kk in 0..dk {
-                    acc += qs[i * dk + kk] * kv[(d0 + kk) * ev + c];
-                }
-                os[idx] += acc;
-                idx += units;
-            }
-            sync_cube();
 
             // state update of this chunk's rows: lambda^m KV + sum_j lambda^(m-1-j+shift) k_j v_j.
             let mut idx = unit;
@@ -211,32 +237,85 @@ pub fn sweep_kernel<F: Float>(
         }
         sync_cube();
 
-        let mut idx = unit;
-        while idx < blk * ev {
-            let i = idx / ev;
-            let c = idx % ev;
-            if i < m && c0 + c < dv {
-                let mut acc = decay[i + shift_inter] * os[idx];
-                for j in 0..i + 1 {
-                    acc += att[i * blk + j] * decay[i - j] * vs[j * ev + c];
+        if outputs {
+            let mut idx = unit;
+            while idx < blk * ev {
+                let i = idx / ev;
+                let c = idx % ev;
+                if i < m && c0 + c < dv {
+                    let mut acc = decay[i + shift_inter] * os[idx];
+                    for j in 0..i + 1 {
+                        acc += att[i * blk + j] * decay[i - j] * vs[j * ev + c];
+                    }
+                    let t = time_index(t0 + i, n, reverse);
+                    out[v_base + t * dv + c0 + c] = F::cast_from(acc);
                 }
-                let t = time_index(t0 + i, n, reverse);
-                out[v_base + t * dv + c0 + c] = F::cast_from(acc);
+                idx += units;
             }
-            idx += units;
+            sync_cube();
         }
-        sync_cube();
+        t0 += blk;
     }
 
-    if write_state {
+    if write_state || !outputs {
+        let base = (segment * bh_count + bh) * dqk;
         let mut idx = unit;
         while idx < dcap * ev {
             let row = idx / ev;
             let col = idx % ev;
             if row < dqk && c0 + col < dv {
-                state_out[(bh * dqk + row) * dv + c0 + col] = kv[idx];
+                state_out[(base + row) * dv + c0 + col] = kv[idx];
             }
             idx += units;
         }
     }
+}
+
+/// Chains segment states: `entering[0] = S0` (or zeros), `entering[s+1] = lambda^len_s
+/// entering[s] + local[s]`, and the state after the last segment. One unit per element.
+///
+/// `local`: `[S, B, H, D, E]` contiguous; `initial`: `[1, B, H, D, E]` any strides, read when
+/// `has_state`; `entering`: `[S, B, H, D, E]` and `last`: `[B, H, D, E]`, contiguous (the
+/// state entering each segment, and the final state). Segments hold `seg_len` tokens but
+/// the last, which holds the rest of `n`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn scan_kernel(
+    local: &Tensor<f32>,
+    initial: &Tensor<f32>,
+    slopes: &Tensor<f32>,
+    entering: &mut Tensor<f32>,
+    last: &mut Tensor<f32>,
+    seg_len: usize,
+    n: usize,
+    #[comptime] has_state: bool,
+) {
+    let segments = local.shape(0);
+    let heads = local.shape(2);
+    let d = local.shape(3);
+    let e = local.shape(4);
+    let per_segment = local.shape(1) * heads * d * e;
+    let idx = ABSOLUTE_POS;
+    if idx >= per_segment {
+        terminate!();
+    }
+    let col = idx % e;
+    let row = (idx / e) % d;
+    let head = (idx / (e * d)) % heads;
+    let batch = idx / (e * d * heads);
+    let slope = slopes[head];
+
+    let mut state = 0.0f32;
+    if has_state {
+        state = initial[batch * initial.stride(1)
+            + head * initial.stride(2)
+            + row * initial.stride(3)
+            + col * initial.stride(4)];
+    }
+    for s in 0..segments {
+        entering[s * per_segment + idx] = state;
+        let len = min(seg_len, n - s * seg_len);
+        state = (-slope * f32::cast_from(len as u32)).exp() * state + local[s * per_segment + idx];
+    }
+    last[idx] = state;
 }

@@ -1,15 +1,21 @@
-//! Host side of the sweep kernel: tile choice from the device's limits, allocation, launch.
+//! Host side of the sweep: tile and segment choice from the device's limits, allocation,
+//! launches.
+//!
+//! Sequence parallelism: one cube per (batch x head, value slice) leaves most of a large GPU
+//! idle when batch x heads is small (b=1, h=16: 32 cubes for 132 SMs). Then the sequence is
+//! cut into segments: pass 1 computes each segment's local state from zero, a scan chains
+//! them (`S_in(s+1) = lambda^len S_in(s) + local(s)`), and pass 2 computes every segment's
+//! outputs from the state entering it. k and v are read twice; in exchange every SM works.
 
 use burn::tensor::{DType, Shape};
 use burn_cubecl::{
-    CubeRuntime,
-    kernel::into_contiguous,
-    ops::numeric::empty_device_contiguous_dtype,
+    CubeRuntime, kernel::into_contiguous, ops::numeric::empty_device_contiguous_dtype,
     tensor::CubeTensor,
 };
+use burn_std::{Metadata, Strides};
 use cubecl::prelude::*;
 
-use super::kernel::{Tiles, sweep_kernel};
+use super::kernel::{Mode, Tiles, scan_kernel, sweep_kernel};
 use crate::reference::Direction;
 
 /// One sweep: `q`, `k` `[b, h, n, dqk]`, `v` `[b, h, n, dv]` in one dtype, `slopes` and
@@ -28,7 +34,9 @@ pub(crate) struct Sweep<R: CubeRuntime> {
 const UNITS: u32 = 256;
 
 /// Picks the tiles: the widest value slice first (fewer cubes recompute the intra scores),
-/// then the longest block, then the widest qk chunk that fit in shared memory.
+/// then the longest block, then the widest qk chunk that fit in shared memory. The state's
+/// row capacity is the qk dim rounded up to a power of two, so a handful of kernel variants
+/// serve every head dim.
 pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
     let ev_cap = dv.next_multiple_of(8).min(64);
     for ev in [64, 32, 16, 8].into_iter().filter(|&ev| ev <= ev_cap) {
@@ -38,7 +46,7 @@ pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
                     blk,
                     dk,
                     ev,
-                    dcap: dqk.next_multiple_of(dk),
+                    dcap: dqk.next_power_of_two().max(dk),
                 };
                 if tiles.shared_bytes() <= max_shared {
                     return tiles;
@@ -49,6 +57,34 @@ pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
     panic!(
         "lightning_attention: no tiling of d = {dqk}, e = {dv} fits in {max_shared} bytes of shared memory"
     );
+}
+
+/// Segments per sequence: enough cubes for two per SM (eight where the device does not say),
+/// each segment at least four blocks long.
+fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usize {
+    let target = sms.map_or(8, |sm| 2 * sm as usize);
+    let wanted = target.div_ceil(cubes);
+    wanted.clamp(1, (n / (4 * blk)).max(1))
+}
+
+/// `tensor` `[b, h, d, e]` seen as `[1, b, h, d, e]`, strides kept (no copy).
+fn with_segment_dim<R: CubeRuntime>(tensor: CubeTensor<R>) -> CubeTensor<R> {
+    let shape = tensor.meta.shape();
+    let strides = tensor.meta.strides();
+    let (mut dims, mut steps) = (vec![1], vec![shape.num_elements()]);
+    dims.extend(shape.iter().copied());
+    steps.extend(strides.iter().copied());
+    CubeTensor::new(
+        tensor.client.clone(),
+        tensor.handle.clone(),
+        Metadata::new(Shape::from(dims), Strides::new(&steps)),
+        tensor.device.clone(),
+        tensor.dtype,
+    )
+}
+
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::from(shape), dtype)
 }
 
 pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
@@ -68,61 +104,95 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     let [b, h, n, dqk] = q.meta.shape().dims::<4>();
     let dv = v.meta.shape()[3];
     let client = q.client.clone();
-    let device = q.device.clone();
 
     let props = &client.properties().hardware;
     let tiles = choose_tiles(dqk, dv, props.max_shared_memory_size);
-    let units = UNITS.min(props.max_units_per_cube);
-    let slices = dv.div_ceil(tiles.ev) as u32;
-    let rows = (b * h) as u32;
+    let cube_dim = CubeDim::new_1d(UNITS.min(props.max_units_per_cube));
+    let slices = dv.div_ceil(tiles.ev);
+    let rows = b * h;
     assert!(
-        rows <= props.max_cube_count.1,
+        rows <= props.max_cube_count.1 as usize,
         "lightning_attention: batch * heads = {rows} exceeds the device's {} cubes along y",
         props.max_cube_count.1
     );
-
-    let out = empty_device_contiguous_dtype(
-        client.clone(),
-        device.clone(),
-        Shape::new([b, h, n, dv]),
-        q.dtype,
-    );
-    // With no state to write, the kernel never touches `state_out`: any fp32 tensor does.
-    let state_out = if write_state {
-        empty_device_contiguous_dtype(
-            client.clone(),
-            device,
-            Shape::new([b, h, dqk, dv]),
-            DType::F32,
-        )
-    } else {
-        slopes.clone()
+    let segments = choose_segments(n, tiles.blk, slices * rows, props.num_streaming_multiprocessors);
+    let seg_len = n.div_ceil(segments).next_multiple_of(tiles.blk);
+    let segments = n.div_ceil(seg_len);
+    let reverse = direction == Direction::Backward;
+    let state = state.map(with_segment_dim);
+    let out = empty(&q, vec![b, h, n, dv], q.dtype);
+    let launch = |mode: Mode,
+                  state_in: Option<&CubeTensor<R>>,
+                  state_out: &CubeTensor<R>,
+                  write_state: bool| {
+        // Without a state the kernel never reads `state_in`: any fp32 tensor fills the slot.
+        let has_state = state_in.is_some();
+        let state_in = state_in.unwrap_or(&slopes).clone();
+        // SAFETY: every index the kernel forms is bounded by the shapes above (rows and
+        // columns past n, dqk or dv are masked); `check_mode = "validate"` confirms it.
+        unsafe {
+            sweep_kernel::launch_unchecked::<R>(
+                &client,
+                CubeCount::Static(slices as u32, rows as u32, segments as u32),
+                cube_dim,
+                q.clone().into_tensor_arg(),
+                k.clone().into_tensor_arg(),
+                v.clone().into_tensor_arg(),
+                slopes.clone().into_tensor_arg(),
+                state_in.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                state_out.clone().into_tensor_arg(),
+                seg_len,
+                tiles,
+                mode,
+                has_state,
+                write_state,
+                reverse,
+                out.dtype.into(),
+            );
+        }
     };
-    let has_state = state.is_some();
-    // Likewise `state_in` is only read when there is a state.
-    let state_in = state.unwrap_or_else(|| slopes.clone());
 
-    // SAFETY: every index the kernel forms is bounded by the shapes checked above (rows
-    // and columns past n, dqk or dv are masked), which `check_mode = "validate"` confirms
-    // in the test suite.
+    if segments == 1 {
+        let state_out = if write_state {
+            empty(&q, vec![1, b, h, dqk, dv], DType::F32)
+        } else {
+            slopes.clone()
+        };
+        launch(Mode::Output, state.as_ref(), &state_out, write_state);
+        let final_state = write_state.then(|| {
+            let mut s = state_out;
+            s.meta = Box::new(Metadata::new(
+                Shape::new([b, h, dqk, dv]),
+                Strides::new(&s.meta.strides()[1..]),
+            ));
+            s
+        });
+        return (out, final_state);
+    }
+
+    let local = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
+    launch(Mode::State, None, &local, false);
+    let entering = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
+    let last = empty(&q, vec![b, h, dqk, dv], DType::F32);
+    let elements = b * h * dqk * dv;
+    let scan_dim = CubeDim::new_1d(256.min(props.max_units_per_cube));
+    // SAFETY: one unit per state element, guarded by `idx >= per_segment`.
     unsafe {
-        sweep_kernel::launch_unchecked::<R>(
+        scan_kernel::launch_unchecked::<R>(
             &client,
-            CubeCount::Static(slices, rows, 1),
-            CubeDim::new_1d(units),
-            q.into_tensor_arg(),
-            k.into_tensor_arg(),
-            v.into_tensor_arg(),
-            slopes.into_tensor_arg(),
-            state_in.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            state_out.clone().into_tensor_arg(),
-            tiles,
-            has_state,
-            write_state,
-            direction == Direction::Backward,
-            out.dtype.into(),
+            CubeCount::Static(elements.div_ceil(scan_dim.x as usize) as u32, 1, 1),
+            scan_dim,
+            local.into_tensor_arg(),
+            state.as_ref().unwrap_or(&slopes).clone().into_tensor_arg(),
+            slopes.clone().into_tensor_arg(),
+            entering.clone().into_tensor_arg(),
+            last.clone().into_tensor_arg(),
+            seg_len,
+            n,
+            state.is_some(),
         );
     }
-    (out, write_state.then_some(state_out))
+    launch(Mode::Output, Some(&entering), &slopes, false);
+    (out, write_state.then_some(last))
 }

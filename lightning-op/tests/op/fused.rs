@@ -6,12 +6,13 @@ use burn::tensor::Tensor;
 use lightning_op::{lightning_attention, lightning_attention_with_state};
 use proptest::prelude::*;
 
-use crate::naive::{Problem, rel_err};
-use crate::support::{Fused, Reference, assert_close, host, problem, run, tensor};
+use lightning_op::oracle::{Problem, host, problem, rel_err, tensor};
+
+use crate::support::{Fused, Reference, assert_close, run_f32};
 
 fn check(p: &Problem, what: &str) {
-    let want = run::<Reference>(p, &Default::default());
-    let got = run::<Fused>(p, &Default::default());
+    let want = run_f32::<Reference>(p);
+    let got = run_f32::<Fused>(p);
     assert_close(&got, &want, 1e-4, what);
 }
 

@@ -3,7 +3,6 @@
 
 mod errors;
 mod fused;
-mod naive;
 mod recurrent;
 mod reference;
 mod support;

@@ -4,8 +4,7 @@ use burn::backend::{NdArray, Wgpu};
 use burn::tensor::Tensor;
 use lightning_op::{LightningBackend, lightning_attention_with_state, lightning_decode_step};
 
-use crate::naive::rel_err;
-use crate::support::{host, problem, tensor};
+use lightning_op::oracle::{host, problem, rel_err, tensor};
 
 /// Prefill `split` tokens with the parallel op, then decode the rest one by one: every
 /// output and the final state equal one parallel call on the whole sequence.

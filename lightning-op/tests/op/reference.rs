@@ -1,14 +1,15 @@
 //! The reference (ordinary tensor ops, NdArray) against the float64 naive definition.
 
-use crate::naive::{self, loss, rel_err};
-use crate::support::{Reference, assert_close, problem, run};
+use lightning_op::oracle::{self, loss, problem, rel_err, solve};
+
+use crate::support::{Reference, assert_close, run_f32};
 
 #[test]
 fn naive_gradients_match_finite_differences() {
     let base = problem([1, 2, 5, 3, 2], 11, true);
-    let want = naive::solve(&base);
+    let want = solve(&base);
     let eps = 1e-6;
-    let fields: [(&str, fn(&mut naive::Problem) -> &mut Vec<f64>, &Vec<f64>); 4] = [
+    let fields: [(&str, fn(&mut oracle::Problem) -> &mut Vec<f64>, &Vec<f64>); 4] = [
         ("q", |p| &mut p.q, &want.dq),
         ("k", |p| &mut p.k, &want.dk),
         ("v", |p| &mut p.v, &want.dv),
@@ -30,16 +31,15 @@ fn naive_gradients_match_finite_differences() {
 
 #[test]
 fn reference_matches_naive() {
-    let device = Default::default();
     let mut seed = 0;
     for n in [1, 7, 63, 64, 65, 200] {
         for (d, e) in [(16, 16), (48, 80), (64, 32)] {
             for with_state in [false, true] {
                 seed += 1;
                 let p = problem([2, 3, n, d, e], seed, with_state);
-                let got = run::<Reference>(&p, &device);
+                let got = run_f32::<Reference>(&p);
                 let what = format!("reference n={n} d={d} e={e} state={with_state}");
-                assert_close(&got, &crate::support::naive(&p), 1e-4, &what);
+                assert_close(&got, &solve(&p), 1e-4, &what);
             }
         }
     }

@@ -1,4 +1,9 @@
-//! The O(n^2) definition in float64 on the host: the oracle for the reference.
+//! The O(n^2) definition in float64 on the host, and the harness that runs a problem on any
+//! backend: the oracle of the tests (CI) and of the device checks (`check` binary, H200).
+
+use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
+
+use crate::{LightningAutodiffBackend, lightning_attention_with_state};
 
 /// Host tensors of one problem, row-major `[b, h, n, d]`, `[b, h, n, e]`, `[b, h, d, e]`.
 #[derive(Clone, Debug)]
@@ -19,7 +24,7 @@ pub struct Problem {
 }
 
 /// Output, final state and gradients (q, k, v, initial state) of
-/// `loss = sum(o * grad_o) + sum(S_n * grad_state)`.
+/// `loss = sum(o * grad_o) + sum(S_n * grad_state)`; `ds0` is empty without an initial state.
 #[derive(Clone, Debug)]
 pub struct Solution {
     pub o: Vec<f64>,
@@ -103,6 +108,9 @@ pub fn solve(p: &Problem) -> Solution {
             }
         }
     }
+    if p.s0.is_none() {
+        s.ds0.clear();
+    }
     s
 }
 
@@ -119,4 +127,113 @@ pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     let den: f64 = b.iter().map(|y| y * y).sum();
     let err = (num / den.max(1e-300)).sqrt();
     if err.is_nan() { f64::INFINITY } else { err }
+}
+
+/// xorshift64*: reproducible inputs without a dependency.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    /// Uniform in [-1, 1).
+    pub fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11;
+        bits as f64 / (1u64 << 52) as f64 - 1.0
+    }
+    pub fn vec(&mut self, len: usize) -> Vec<f64> {
+        (0..len).map(|_| self.next()).collect()
+    }
+}
+
+/// A random problem; head 0 has no decay, head 1 the largest decay (8.0), the others
+/// random slopes in [0, 2).
+pub fn problem([b, h, n, d, e]: [usize; 5], seed: u64, with_state: bool) -> Problem {
+    let mut rng = Rng::new(seed);
+    let slopes = (0..h)
+        .map(|i| match i {
+            0 => 0.0,
+            1 => 8.0,
+            _ => rng.next() + 1.0,
+        })
+        .collect();
+    Problem {
+        b,
+        h,
+        n,
+        d,
+        e,
+        q: rng.vec(b * h * n * d),
+        k: rng.vec(b * h * n * d),
+        v: rng.vec(b * h * n * e),
+        slopes,
+        s0: with_state.then(|| rng.vec(b * h * d * e)),
+        grad_o: rng.vec(b * h * n * e),
+        grad_state: rng.vec(b * h * d * e),
+    }
+}
+
+pub fn tensor<B: Backend, const D: usize>(
+    values: &[f64],
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    let values: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data()
+        .convert::<f64>()
+        .into_vec::<f64>()
+        .expect("f64 data")
+}
+
+/// Output, final state and all gradients of the problem's loss, computed by backend `B` with
+/// q, k, v (and the loss weights) stored in `dtype`.
+pub fn run<B: LightningAutodiffBackend>(p: &Problem, dtype: DType, device: &B::Device) -> Solution {
+    let Problem { b, h, n, d, e, .. } = *p;
+    let input = |x: &[f64], shape| tensor::<B, 4>(x, shape, device).cast(dtype).require_grad();
+    let q = input(&p.q, [b, h, n, d]);
+    let k = input(&p.k, [b, h, n, d]);
+    let v = input(&p.v, [b, h, n, e]);
+    let slopes = tensor::<B, 1>(&p.slopes, [h], device);
+    let s0 = p
+        .s0
+        .as_ref()
+        .map(|s| tensor::<B, 4>(s, [b, h, d, e], device).require_grad());
+    let (o, state) =
+        lightning_attention_with_state(q.clone(), k.clone(), v.clone(), slopes, s0.clone());
+    let grad_o = tensor::<B, 4>(&p.grad_o, [b, h, n, e], device).cast(dtype);
+    let loss = (o.clone() * grad_o).cast(DType::F32).sum()
+        + (state.clone() * tensor::<B, 4>(&p.grad_state, [b, h, d, e], device)).sum();
+    let grads = loss.backward();
+    let grad = |t: &Tensor<B, 4>| host(t.grad(&grads).expect("a gradient"));
+    Solution {
+        o: host(o.inner()),
+        state: host(state.inner()),
+        dq: grad(&q),
+        dk: grad(&k),
+        dv: grad(&v),
+        ds0: s0.as_ref().map(grad).unwrap_or_default(),
+    }
+}
+
+/// The field of `got` furthest from `want`, and its relative error.
+pub fn worst(got: &Solution, want: &Solution) -> (&'static str, f64) {
+    let fields: [(&'static str, &Vec<f64>, &Vec<f64>); 6] = [
+        ("output", &got.o, &want.o),
+        ("final state", &got.state, &want.state),
+        ("dq", &got.dq, &want.dq),
+        ("dk", &got.dk, &want.dk),
+        ("dv", &got.dv, &want.dv),
+        ("d initial state", &got.ds0, &want.ds0),
+    ];
+    fields
+        .into_iter()
+        .map(|(name, a, b)| (name, rel_err(a, b)))
+        .fold(("output", 0.0), |w, f| if f.1 > w.1 { f } else { w })
 }

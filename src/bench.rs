@@ -1,0 +1,130 @@
+//! What the benches compare: the same causal attention computed four ways, forward and
+//! forward+backward, on any backend. Shared by `benches/attention.rs` (criterion) and the
+//! `sweep` binary.
+
+use burn::tensor::{
+    DType, Distribution, Tensor, TensorData,
+    backend::{AutodiffBackend, Backend},
+    module::attention,
+    ops::AttentionModuleOptions,
+};
+use lightning_op::{LightningBackend, lightning_attention, reference};
+
+/// An implementation of causal attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Impl {
+    /// The fused lightning kernels (the reference on backends without them).
+    Lightning,
+    /// The blockwise reference from ordinary tensor ops on the same backend.
+    Reference,
+    /// Burn's softmax attention, causal (`burn::tensor::module::attention`).
+    Softmax,
+    /// Linear attention with decay the naive way: the full `n x n` decay-masked score matrix.
+    Quadratic,
+}
+
+impl Impl {
+    pub const ALL: [Impl; 4] = [Impl::Lightning, Impl::Reference, Impl::Softmax, Impl::Quadratic];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Impl::Lightning => "lightning",
+            Impl::Reference => "reference",
+            Impl::Softmax => "softmax",
+            Impl::Quadratic => "quadratic",
+        }
+    }
+
+    /// Bytes of the largest intermediate, to skip shapes that cannot fit.
+    pub fn scratch_bytes(self, [b, h, n, _, e]: [usize; 5], elem: usize) -> usize {
+        match self {
+            Impl::Lightning | Impl::Reference => b * h * n * e * 4,
+            // Score matrix (and its gradient) in fp32 plus masks.
+            Impl::Softmax | Impl::Quadratic => 3 * b * h * n * n * 4.max(elem),
+        }
+    }
+}
+
+/// One problem's inputs, stored in `dtype`.
+#[derive(Clone, Debug)]
+pub struct Inputs<B: Backend> {
+    pub q: Tensor<B, 4>,
+    pub k: Tensor<B, 4>,
+    pub v: Tensor<B, 4>,
+    pub slopes: Tensor<B, 1>,
+    /// Upstream gradient for `sum(o * grad)`.
+    pub grad: Tensor<B, 4>,
+}
+
+impl<B: Backend> Inputs<B> {
+    /// Random inputs `[b, h, n, d]` / `[b, h, n, e]`, scaled like a normalised model's
+    /// (entries ~ N(0, 1/d)) so long sums stay in range for f16; TNL's decay slopes.
+    pub fn random([b, h, n, d, e]: [usize; 5], dtype: DType, device: &B::Device) -> Self {
+        let std = (1.0 / d as f64).sqrt();
+        let rand = |shape: [usize; 4]| {
+            Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, std), device).cast(dtype)
+        };
+        let slopes = (0..h).map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32)).collect();
+        Inputs {
+            q: rand([b, h, n, d]),
+            k: rand([b, h, n, d]),
+            v: rand([b, h, n, e]),
+            slopes: Tensor::from_data(TensorData::new(slopes, [h]), device),
+            grad: rand([b, h, n, e]),
+        }
+    }
+}
+
+/// The forward of `imp`.
+pub fn forward<B: LightningBackend>(imp: Impl, x: &Inputs<B>) -> Tensor<B, 4> {
+    let (q, k, v, s) = (x.q.clone(), x.k.clone(), x.v.clone(), x.slopes.clone());
+    match imp {
+        Impl::Lightning => lightning_attention(q, k, v, s),
+        Impl::Reference => reference::forward(q, k, v, s, None).0,
+        Impl::Softmax => {
+            let options = AttentionModuleOptions {
+                is_causal: true,
+                ..Default::default()
+            };
+            attention(q, k, v, None, None, options)
+        }
+        Impl::Quadratic => quadratic(q, k, v, s),
+    }
+}
+
+/// Forward, then backward of `sum(o * grad)`; returns the gradients so nothing is skipped.
+pub fn forward_backward<B: LightningBackend + AutodiffBackend>(
+    imp: Impl,
+    x: &Inputs<B>,
+) -> [Tensor<B::InnerBackend, 4>; 3] {
+    let tracked = Inputs {
+        q: x.q.clone().require_grad(),
+        k: x.k.clone().require_grad(),
+        v: x.v.clone().require_grad(),
+        ..x.clone()
+    };
+    let loss = (forward(imp, &tracked) * tracked.grad.clone()).sum();
+    let grads = loss.backward();
+    [&tracked.q, &tracked.k, &tracked.v].map(|t| t.grad(&grads).expect("gradient"))
+}
+
+/// `o = ((Q K^T) * D) V` with `D_ts = lambda^(t-s)` for `s <= t`: O(n^2) time and memory.
+pub fn quadratic<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    slopes: Tensor<B, 1>,
+) -> Tensor<B, 4> {
+    let [_, h, n, _] = q.dims();
+    let device = q.device();
+    let dtype = q.dtype();
+    let distance = (0..n * n).map(|x| (x / n).saturating_sub(x % n) as f32);
+    let causal = (0..n * n).map(|x| if x % n <= x / n { 1.0f32 } else { 0.0 });
+    let host = |values: Vec<f32>| {
+        Tensor::<B, 4>::from_data(TensorData::new(values, [1, 1, n, n]), (&device, DType::F32))
+    };
+    let decay = (slopes.cast(DType::F32).reshape([1, h, 1, 1]).neg() * host(distance.collect()))
+        .exp()
+        * host(causal.collect());
+    (q.matmul(k.swap_dims(2, 3)) * decay.cast(dtype)).matmul(v)
+}

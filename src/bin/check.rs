@@ -1,0 +1,96 @@
+//! Correctness of lightning attention on one backend, every storage dtype it supports,
+//! against the float64 naive definition: output, final state and all gradients.
+//!
+//! `cargo run --release --bin check -- --backend cuda` (the H200 run) or `--backend wgpu`.
+//! Prints one row per dtype and exits non-zero if any case misses its tolerance.
+
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::{DType, backend::Backend};
+use clap::{Parser, ValueEnum};
+use lightning_op::LightningBackend;
+use lightning_op::oracle::{Problem, problem, run, solve, worst};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Which {
+    #[cfg(feature = "cuda")]
+    Cuda,
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+    #[cfg(feature = "ndarray")]
+    Ndarray,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, value_enum)]
+    backend: Vec<Which>,
+}
+
+/// Tolerances against the f64 definition (lightning-math.md section 3).
+const DTYPES: [(DType, f64); 3] = [(DType::F32, 1e-4), (DType::F16, 2e-3), (DType::BF16, 1e-2)];
+
+fn cases() -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut seed = 1000;
+    for n in [1, 7, 63, 64, 65, 200, 1000] {
+        for (d, e) in [(16, 16), (48, 48), (64, 64), (128, 128), (256, 128), (80, 96), (192, 48)] {
+            seed += 1;
+            let [b, h] = if n >= 1000 { [1, 2] } else { [[1, 2], [2, 3], [3, 2]][seed % 3] };
+            out.push(problem([b, h, n, d, e], seed as u64, seed % 2 == 0));
+        }
+    }
+    out
+}
+
+fn check<B: LightningBackend>(name: &str, problems: &[(Problem, lightning_op::oracle::Solution)]) -> bool {
+    let device = B::Device::default();
+    let mut ok = true;
+    for (dtype, tol) in DTYPES {
+        if !B::supports_dtype(&device, dtype) {
+            println!("{name:<8} {dtype:?}: not supported by this device, skipped");
+            continue;
+        }
+        let start = Instant::now();
+        let (mut max_err, mut max_at, mut failures) = (0.0f64, String::new(), 0);
+        for (p, want) in problems {
+            let got = run::<Autodiff<B>>(p, dtype, &device);
+            let (field, err) = worst(&got, want);
+            let at = format!("{field} at b={} h={} n={} d={} e={}", p.b, p.h, p.n, p.d, p.e);
+            if err > tol {
+                failures += 1;
+                println!("  FAIL {name} {dtype:?}: {at}: {err:.3e} > {tol:.0e}");
+            }
+            if err > max_err || err.is_nan() {
+                (max_err, max_at) = (err, at);
+            }
+        }
+        ok &= failures == 0;
+        println!(
+            "{name:<8} {dtype:?}: {} cases, {failures} over {tol:.0e}, worst {max_err:.2e} ({max_at}), {:.1}s",
+            problems.len(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    ok
+}
+
+fn main() {
+    let args = Args::parse();
+    let start = Instant::now();
+    let problems: Vec<_> = cases().into_iter().map(|p| { let s = solve(&p); (p, s) }).collect();
+    println!("f64 oracle: {} cases in {:.1}s", problems.len(), start.elapsed().as_secs_f64());
+    let mut ok = true;
+    for which in args.backend {
+        ok &= match which {
+            #[cfg(feature = "cuda")]
+            Which::Cuda => check::<burn::backend::Cuda>("cuda", &problems),
+            #[cfg(feature = "wgpu")]
+            Which::Wgpu => check::<burn::backend::Wgpu>("wgpu", &problems),
+            #[cfg(feature = "ndarray")]
+            Which::Ndarray => check::<burn::backend::NdArray>("ndarray", &problems),
+        };
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}

@@ -1,0 +1,343 @@
+//! Speed sweep: "various lengths, constant speed", measured.
+//!
+//! `cargo run --release --bin sweep -- --backend cuda --backend wgpu`
+//!
+//! Tables (forward and forward+backward; ms, tokens/s, % of the memory roofline, peak
+//! memory): a fixed batch (b=4, h=32, n = 1K..32K) and fixed total tokens (64K, h=16,
+//! n = 2K..64K), per implementation; then the decode step's time against context length.
+//! Writes `sweep.csv` and `sweep.png` (tokens/s against n) into `--out`.
+
+use std::{path::PathBuf, time::Instant};
+
+use burn::backend::Autodiff;
+use burn::tensor::{DType, Tensor, backend::Backend};
+use clap::{Parser, ValueEnum};
+use lightning_attention::bench::{Impl, Inputs, forward, forward_backward};
+use lightning_attention::plot::{Series, plot_lines};
+use lightning_op::{LightningBackend, lightning_attention_with_state, lightning_decode_step};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Which {
+    #[cfg(feature = "cuda")]
+    Cuda,
+    #[cfg(feature = "wgpu")]
+    Wgpu,
+    #[cfg(feature = "ndarray")]
+    Ndarray,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, value_enum, required = true)]
+    backend: Vec<Which>,
+    /// Storage dtype; on a backend without it, the sweep falls back to f32.
+    #[arg(long, value_enum, default_value = "bf16")]
+    dtype: Precision,
+    /// Implementations to time (the quadratic and softmax forms skip shapes that do not fit).
+    #[arg(long, value_delimiter = ',', default_value = "lightning,reference,softmax")]
+    impls: Vec<String>,
+    /// Largest n for the fixed-batch table.
+    #[arg(long, default_value_t = 32768)]
+    max_n: usize,
+    /// Head dims d = e.
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    /// Skip implementations slower than this per call (ms) at larger n.
+    #[arg(long, default_value_t = 2000.0)]
+    budget_ms: f64,
+    /// Device memory bandwidth for the roofline column (bytes/s), H200 measured.
+    #[arg(long, default_value_t = 4.3e12)]
+    bandwidth: f64,
+    #[arg(long, default_value = "sweep-out")]
+    out: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+struct Row {
+    backend: &'static str,
+    dtype: DType,
+    imp: &'static str,
+    table: &'static str,
+    shape: [usize; 5],
+    fwd_ms: Option<f64>,
+    fwd_bwd_ms: Option<f64>,
+    peak_mb: Option<f64>,
+}
+
+/// Median per-call milliseconds of `f`, which must enqueue one call on the device.
+/// Calls are batched between syncs so each sample lasts >= 5 ms (launch and sync overhead
+/// amortised), and inputs rotate so repeated calls do not run from L2.
+fn time<B: Backend>(device: &B::Device, mut f: impl FnMut(usize)) -> f64 {
+    let sync = || B::sync(device).expect("device sync");
+    f(0);
+    sync();
+    let start = Instant::now();
+    f(1);
+    sync();
+    let once = start.elapsed().as_secs_f64() * 1e3;
+    let per_sample = (5.0 / once.max(1e-3)).ceil().clamp(1.0, 200.0) as usize;
+    let samples = if once > 500.0 { 3 } else { 11 };
+    let mut times: Vec<f64> = (0..samples)
+        .map(|s| {
+            let start = Instant::now();
+            for i in 0..per_sample {
+                f(s * per_sample + i);
+            }
+            sync();
+            start.elapsed().as_secs_f64() * 1e3 / per_sample as f64
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[samples / 2]
+}
+
+struct Bench<'a, B: Backend> {
+    name: &'static str,
+    device: B::Device,
+    dtype: DType,
+    /// Bytes reserved on the device, for peak memory (None where unknown).
+    reserved: &'a dyn Fn(&B::Device) -> Option<u64>,
+}
+
+impl<B: LightningBackend> Bench<'_, B>
+where
+    Autodiff<B>: LightningBackend,
+{
+    fn measure(&self, args: &Args, imp: Impl, table: &'static str, shape: [usize; 5]) -> Row {
+        let sets: Vec<Inputs<B>> = (0..3).map(|_| Inputs::random(shape, self.dtype, &self.device)).collect();
+        B::memory_cleanup(&self.device);
+        let fwd_ms = time::<B>(&self.device, |i| {
+            let _ = forward(imp, &sets[i % sets.len()]);
+        });
+        let ad_sets: Vec<Inputs<Autodiff<B>>> = sets
+            .into_iter()
+            .map(|x| Inputs {
+                q: Tensor::from_inner(x.q),
+                k: Tensor::from_inner(x.k),
+                v: Tensor::from_inner(x.v),
+                slopes: Tensor::from_inner(x.slopes),
+                grad: Tensor::from_inner(x.grad),
+            })
+            .collect();
+        let fwd_bwd_ms = (fwd_ms * 4.0 < args.budget_ms).then(|| {
+            time::<B>(&self.device, |i| {
+                let _ = forward_backward(imp, &ad_sets[i % ad_sets.len()]);
+            })
+        });
+        let peak_mb = (self.reserved)(&self.device).map(|b| b as f64 / 1e6);
+        Row {
+            backend: self.name,
+            dtype: self.dtype,
+            imp: imp.name(),
+            table,
+            shape,
+            fwd_ms: Some(fwd_ms),
+            fwd_bwd_ms,
+            peak_mb,
+        }
+    }
+
+    fn run(&self, args: &Args, rows: &mut Vec<Row>) {
+        let d = args.dim;
+        let mut shapes: Vec<(&'static str, [usize; 5])> = Vec::new();
+        let mut n = 1024;
+        while n <= args.max_n {
+            shapes.push(("fixed batch b=4 h=32", [4, 32, n, d, d]));
+            n *= 2;
+        }
+        for n in [2048, 8192, 32768, 65536] {
+            shapes.push(("fixed 64K tokens h=16", [65536 / n, 16, n, d, d]));
+        }
+        let elem = self.dtype.size();
+        for imp in Impl::ALL.into_iter().filter(|i| args.impls.iter().any(|s| s == i.name())) {
+            let mut too_slow = false;
+            for &(table, shape) in &shapes {
+                let fits = imp.scratch_bytes(shape, elem) < 40_000_000_000;
+                if too_slow || !fits {
+                    continue;
+                }
+                let row = self.measure(args, imp, table, shape);
+                too_slow = row.fwd_ms.unwrap_or(0.0) * 2.0 > args.budget_ms;
+                print_row(&row, args.bandwidth);
+                rows.push(row);
+            }
+        }
+    }
+
+    /// Decode: one recurrent step after prefilling `context` tokens (b=1, h=32, d=e=dim).
+    fn decode(&self, args: &Args) -> Vec<(usize, f64)> {
+        let (h, d) = (32, args.dim);
+        [1024, 4096, 16384, 65536]
+            .into_iter()
+            .map(|context| {
+                let x = Inputs::<B>::random([1, h, context, d, d], self.dtype, &self.device);
+                let (_, state) =
+                    lightning_attention_with_state(x.q.clone(), x.k.clone(), x.v.clone(), x.slopes.clone(), None);
+                let step = |t: &Tensor<B, 4>| t.clone().slice([0..1, 0..h, 0..1]).squeeze_dim::<3>(2);
+                let (q, k, v) = (step(&x.q), step(&x.k), step(&x.v));
+                let ms = time::<B>(&self.device, |_| {
+                    let _ = lightning_decode_step(q.clone(), k.clone(), v.clone(), x.slopes.clone(), state.clone());
+                });
+                println!("{:<6} decode step after {context:>6} tokens: {ms:.4} ms", self.name);
+                (context, ms)
+            })
+            .collect()
+    }
+}
+
+/// Minimum bytes a forward must move: read q, k, v, write o (storage dtype).
+fn roofline_ms([b, h, n, d, e]: [usize; 5], elem: usize, bandwidth: f64) -> f64 {
+    (b * h * n * (2 * d + 2 * e) * elem) as f64 / bandwidth * 1e3
+}
+
+fn print_row(r: &Row, bandwidth: f64) {
+    let [b, h, n, ..] = r.shape;
+    let tokens = (b * n) as f64;
+    let fmt = |x: Option<f64>| x.map_or("-".to_string(), |v| format!("{v:.3}"));
+    let roof = roofline_ms(r.shape, r.dtype.size(), bandwidth);
+    println!(
+        "{:<6} {:?} {:<10} b={b:<2} h={h:<2} n={n:<6} fwd {:>9} ms ({:>5.1}% roofline, {:>8.2} Mtok/s)  fwd+bwd {:>9} ms ({:>8} Mtok/s)  peak {} MB",
+        r.backend,
+        r.dtype,
+        r.imp,
+        fmt(r.fwd_ms),
+        r.fwd_ms.map_or(0.0, |t| 100.0 * roof / t),
+        r.fwd_ms.map_or(0.0, |t| tokens / t / 1e3),
+        fmt(r.fwd_bwd_ms),
+        fmt(r.fwd_bwd_ms.map(|t| tokens / t / 1e3)),
+        fmt(r.peak_mb),
+    );
+}
+
+fn dtype_on<B: Backend>(device: &B::Device, wanted: Precision) -> DType {
+    let dtype = match wanted {
+        Precision::F32 => DType::F32,
+        Precision::F16 => DType::F16,
+        Precision::Bf16 => DType::BF16,
+    };
+    if B::supports_dtype(device, dtype) { dtype } else { DType::F32 }
+}
+
+fn main() {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out).expect("create the output folder");
+    let mut rows = Vec::new();
+    let mut decode = Vec::new();
+    for which in args.backend.clone() {
+        match which {
+            #[cfg(feature = "cuda")]
+            Which::Cuda => {
+                use burn::backend::cuda::CudaDevice;
+                use cubecl::{Runtime, cuda::CudaRuntime};
+                let device = CudaDevice::default();
+                let reserved = |d: &CudaDevice| {
+                    CudaRuntime::client(d).memory_usage().ok().map(|m| m.bytes_reserved)
+                };
+                let bench = Bench::<burn::backend::Cuda> {
+                    name: "cuda",
+                    dtype: dtype_on::<burn::backend::Cuda>(&device, args.dtype),
+                    device,
+                    reserved: &reserved,
+                };
+                bench.run(&args, &mut rows);
+                decode.push(("cuda", bench.decode(&args)));
+            }
+            #[cfg(feature = "wgpu")]
+            Which::Wgpu => {
+                use burn::backend::wgpu::WgpuDevice;
+                use cubecl::{Runtime, wgpu::WgpuRuntime};
+                let device = WgpuDevice::default();
+                let reserved = |d: &WgpuDevice| {
+                    WgpuRuntime::client(d).memory_usage().ok().map(|m| m.bytes_reserved)
+                };
+                let bench = Bench::<burn::backend::Wgpu> {
+                    name: "wgpu",
+                    dtype: dtype_on::<burn::backend::Wgpu>(&device, args.dtype),
+                    device,
+                    reserved: &reserved,
+                };
+                bench.run(&args, &mut rows);
+                decode.push(("wgpu", bench.decode(&args)));
+            }
+            #[cfg(feature = "ndarray")]
+            Which::Ndarray => {
+                let bench = Bench::<burn::backend::NdArray> {
+                    name: "ndarray",
+                    dtype: DType::F32,
+                    device: Default::default(),
+                    reserved: &|_| None,
+                };
+                bench.run(&args, &mut rows);
+                decode.push(("ndarray", bench.decode(&args)));
+            }
+        }
+    }
+    write_csv(&args, &rows, &decode);
+    summary(&rows, args.bandwidth);
+}
+
+fn write_csv(args: &Args, rows: &[Row], decode: &[(&str, Vec<(usize, f64)>)]) {
+    let mut csv = String::from("backend,dtype,impl,table,b,h,n,d,e,fwd_ms,fwd_bwd_ms,peak_mb\n");
+    let opt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
+    for r in rows {
+        let [b, h, n, d, e] = r.shape;
+        csv += &format!(
+            "{},{:?},{},{},{b},{h},{n},{d},{e},{},{},{}\n",
+            r.backend, r.dtype, r.imp, r.table, opt(r.fwd_ms), opt(r.fwd_bwd_ms), opt(r.peak_mb)
+        );
+    }
+    for (backend, points) in decode {
+        for (context, ms) in points {
+            csv += &format!("{backend},,decode,decode b=1 h=32,1,32,{context},{},{},{ms:.5},,\n", args.dim, args.dim);
+        }
+    }
+    std::fs::write(args.out.join("sweep.csv"), csv).expect("write sweep.csv");
+
+    let series: Vec<Series> = rows
+        .iter()
+        .filter(|r| r.table.starts_with("fixed batch"))
+        .fold(Vec::<Series>::new(), |mut acc, r| {
+            let label = format!("{} {} fwd+bwd", r.backend, r.imp);
+            if let Some(t) = r.fwd_bwd_ms {
+                let point = (r.shape[2] as f64, (r.shape[0] * r.shape[2]) as f64 / t / 1e3);
+                match acc.iter_mut().find(|s| s.label == label) {
+                    Some(s) => s.points.push(point),
+                    None => acc.push(Series { label, points: vec![point] }),
+                }
+            }
+            acc
+        });
+    let png = args.out.join("sweep.png");
+    match plot_lines(&png, "b=4, h=32, d=e=128: training throughput", "sequence length n", "Mtokens/s (fwd+bwd)", &series) {
+        Ok(()) => println!("wrote {}", png.display()),
+        Err(e) => println!("no plot: {e}"),
+    }
+}
+
+/// The constant-speed check: slowest over fastest forward+backward at fixed total tokens.
+fn summary(rows: &[Row], bandwidth: f64) {
+    println!("\nsummary (median ms):");
+    for r in rows {
+        print_row(r, bandwidth);
+    }
+    let mut keys: Vec<(&str, &str)> = rows.iter().map(|r| (r.backend, r.imp)).collect();
+    keys.dedup();
+    for (backend, imp) in keys {
+        let times: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.backend == backend && r.imp == imp && r.table.starts_with("fixed 64K"))
+            .filter_map(|r| r.fwd_bwd_ms)
+            .collect();
+        if times.len() > 1 {
+            let (lo, hi) = times.iter().fold((f64::MAX, 0f64), |(l, h), &t| (l.min(t), h.max(t)));
+            println!("{backend} {imp}: fixed 64K tokens, slowest / fastest fwd+bwd = {:.2}", hi / lo);
+        }
+    }
+}
