@@ -319,3 +319,37 @@ pub fn scan_kernel(
     }
     last[idx] = state;
 }
+
+/// The final state's gradient reaching k or v: `out[t] = lambda^(n-1-t) x_t M`, with `x`
+/// `[B, H, N, R]` contiguous, `m` `[B, H, R, C]` fp32 read through its strides (`dS` or
+/// `dS^T`), `out` `[B, H, N, C]`. One unit per output element, fp32 sums.
+#[cube(launch_unchecked)]
+pub fn state_grad_kernel<F: Float>(
+    x: &Tensor<F>,
+    m: &Tensor<f32>,
+    slopes: &Tensor<f32>,
+    out: &mut Tensor<F>,
+    #[define(F)] _dtype: StorageType,
+) {
+    let idx = ABSOLUTE_POS;
+    if idx >= out.len() {
+        terminate!();
+    }
+    let heads = x.shape(1);
+    let n = x.shape(2);
+    let r_dim = x.shape(3);
+    let c_dim = out.shape(3);
+    let c = idx % c_dim;
+    let t = (idx / c_dim) % n;
+    let bh = idx / (c_dim * n);
+    let head = bh % heads;
+    let batch = bh / heads;
+    let m_base = batch * m.stride(0) + head * m.stride(1) + c * m.stride(3);
+    let x_base = (bh * n + t) * r_dim;
+    let mut acc = 0.0f32;
+    for r in 0..r_dim {
+        acc += f32::cast_from(x[x_base + r]) * m[m_base + r * m.stride(2)];
+    }
+    let decay = (-slopes[head] * f32::cast_from((n - 1 - t) as u32)).exp();
+    out[idx] = F::cast_from(decay * acc);
+}

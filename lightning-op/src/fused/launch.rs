@@ -13,9 +13,12 @@ use burn_cubecl::{
     tensor::CubeTensor,
 };
 use burn_std::{Metadata, Strides};
+use cubecl::ir::features::MmaConfig;
+use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 
-use super::kernel::{Mode, Tiles, scan_kernel, sweep_kernel};
+use super::cmma::{self, sweep_cmma_kernel};
+use super::kernel::{Mode, Tiles, scan_kernel, state_grad_kernel, sweep_kernel};
 use crate::reference::Direction;
 
 /// One sweep: `q`, `k` `[b, h, n, dqk]`, `v` `[b, h, n, dv]` in one dtype, `slopes` and
@@ -57,6 +60,66 @@ pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
     panic!(
         "lightning_attention: no tiling of d = {dqk}, e = {dv} fits in {max_shared} bytes of shared memory"
     );
+}
+
+/// Which sweep kernel runs, with its compile-time shape.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// Shared memory and fp32 FMAs: every runtime and dtype.
+    Scalar(Tiles),
+    /// Tensor cores, qk dim padded to `dcap`: f16/bf16 on devices with 16x16x16 cmma.
+    Cmma { dcap: usize },
+}
+
+impl Kernel {
+    fn choose<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, dqk: usize, dv: usize) -> Self {
+        let props = client.properties();
+        let max_shared = props.hardware.max_shared_memory_size;
+        let dcap = dqk.next_multiple_of(16);
+        let storage: StorageType = dtype.into();
+        let has_cmma = props.features.matmul.cmma.contains(&MmaConfig {
+            a_type: storage,
+            b_type: storage,
+            cd_type: DType::F32.into(),
+            m: 16,
+            n: 16,
+            k: 16,
+        });
+        let half = matches!(dtype, DType::F16 | DType::BF16);
+        if half && has_cmma && cmma::shared_bytes(dcap, dtype.size()) <= max_shared && !scalar_forced() {
+            Kernel::Cmma { dcap }
+        } else {
+            Kernel::Scalar(choose_tiles(dqk, dv, max_shared))
+        }
+    }
+
+    fn block(self) -> usize {
+        match self {
+            Kernel::Scalar(tiles) => tiles.blk,
+            Kernel::Cmma { .. } => cmma::BLK,
+        }
+    }
+
+    fn value_slice(self) -> usize {
+        match self {
+            Kernel::Scalar(tiles) => tiles.ev,
+            Kernel::Cmma { .. } => cmma::EV,
+        }
+    }
+
+    fn cube_dim(self, max_units: u32) -> CubeDim {
+        match self {
+            Kernel::Scalar(_) => CubeDim::new_1d(UNITS.min(max_units)),
+            Kernel::Cmma { .. } => CubeDim::new_2d(32, cmma::WARPS),
+        }
+    }
+}
+
+/// `LIGHTNING_KERNEL=scalar` keeps f16/bf16 on the scalar kernel: for comparing the two in
+/// benchmarks, not for users.
+fn scalar_forced() -> bool {
+    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| std::env::var("LIGHTNING_KERNEL").is_ok_and(|k| k == "scalar"))
 }
 
 /// Segments per sequence: enough cubes for two per SM (eight where the device does not say),
@@ -106,17 +169,18 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     let client = q.client.clone();
 
     let props = &client.properties().hardware;
-    let tiles = choose_tiles(dqk, dv, props.max_shared_memory_size);
-    let cube_dim = CubeDim::new_1d(UNITS.min(props.max_units_per_cube));
-    let slices = dv.div_ceil(tiles.ev);
+    let kernel = Kernel::choose(&client, q.dtype, dqk, dv);
+    let cube_dim = kernel.cube_dim(props.max_units_per_cube);
+    let slices = dv.div_ceil(kernel.value_slice());
     let rows = b * h;
     assert!(
         rows <= props.max_cube_count.1 as usize,
         "lightning_attention: batch * heads = {rows} exceeds the device's {} cubes along y",
         props.max_cube_count.1
     );
-    let segments = choose_segments(n, tiles.blk, slices * rows, props.num_streaming_multiprocessors);
-    let seg_len = n.div_ceil(segments).next_multiple_of(tiles.blk);
+    let blk = kernel.block();
+    let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
+    let seg_len = n.div_ceil(segments).next_multiple_of(blk);
     let segments = n.div_ceil(seg_len);
     let reverse = direction == Direction::Backward;
     let state = state.map(with_segment_dim);
@@ -128,28 +192,51 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         // Without a state the kernel never reads `state_in`: any fp32 tensor fills the slot.
         let has_state = state_in.is_some();
         let state_in = state_in.unwrap_or(&slopes).clone();
-        // SAFETY: every index the kernel forms is bounded by the shapes above (rows and
+        let count = CubeCount::Static(slices as u32, rows as u32, segments as u32);
+        let dtype = out.dtype.into();
+        // SAFETY: every index the kernels form is bounded by the shapes above (rows and
         // columns past n, dqk or dv are masked); `check_mode = "validate"` confirms it.
         unsafe {
-            sweep_kernel::launch_unchecked::<R>(
-                &client,
-                CubeCount::Static(slices as u32, rows as u32, segments as u32),
-                cube_dim,
-                q.clone().into_tensor_arg(),
-                k.clone().into_tensor_arg(),
-                v.clone().into_tensor_arg(),
-                slopes.clone().into_tensor_arg(),
-                state_in.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                state_out.clone().into_tensor_arg(),
-                seg_len,
-                tiles,
-                mode,
-                has_state,
-                write_state,
-                reverse,
-                out.dtype.into(),
-            );
+            match kernel {
+                Kernel::Scalar(tiles) => sweep_kernel::launch_unchecked::<R>(
+                    &client,
+                    count,
+                    cube_dim,
+                    q.clone().into_tensor_arg(),
+                    k.clone().into_tensor_arg(),
+                    v.clone().into_tensor_arg(),
+                    slopes.clone().into_tensor_arg(),
+                    state_in.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    state_out.clone().into_tensor_arg(),
+                    seg_len,
+                    tiles,
+                    mode,
+                    has_state,
+                    write_state,
+                    reverse,
+                    dtype,
+                ),
+                Kernel::Cmma { dcap } => sweep_cmma_kernel::launch_unchecked::<R>(
+                    &client,
+                    count,
+                    cube_dim,
+                    q.clone().into_tensor_arg(),
+                    k.clone().into_tensor_arg(),
+                    v.clone().into_tensor_arg(),
+                    slopes.clone().into_tensor_arg(),
+                    state_in.into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    state_out.clone().into_tensor_arg(),
+                    seg_len,
+                    dcap,
+                    mode,
+                    has_state,
+                    write_state,
+                    reverse,
+                    dtype,
+                ),
+            }
         }
     };
 
@@ -195,4 +282,34 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     }
     launch(Mode::Output, Some(&entering), &slopes, false);
     (out, write_state.then_some(last))
+}
+
+/// `lambda^(n-1-t) x_t M` for every t: the final state's gradient `M` (`[b, h, r, c]` fp32,
+/// any strides) reaching `x` (`[b, h, n, r]`); returns `[b, h, n, c]` in `x`'s dtype.
+pub(crate) fn state_grad<R: CubeRuntime>(
+    x: CubeTensor<R>,
+    m: CubeTensor<R>,
+    slopes: CubeTensor<R>,
+) -> CubeTensor<R> {
+    let x = into_contiguous(x);
+    let [b, h, n, _] = x.meta.shape().dims::<4>();
+    let c = m.meta.shape()[3];
+    let out = empty(&x, vec![b, h, n, c], x.dtype);
+    let elements = b * h * n * c;
+    let cube_dim = CubeDim::new(&x.client, elements);
+    let count = calculate_cube_count_elemwise(&x.client, elements, cube_dim);
+    // SAFETY: one unit per output element, guarded by `idx >= out.len()`.
+    unsafe {
+        state_grad_kernel::launch_unchecked::<R>(
+            &x.client,
+            count,
+            cube_dim,
+            x.clone().into_tensor_arg(),
+            m.into_tensor_arg(),
+            into_contiguous(slopes).into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            out.dtype.into(),
+        );
+    }
+    out
 }

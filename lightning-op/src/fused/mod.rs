@@ -3,14 +3,15 @@
 //! The forward is one sweep; the backward is three sweeps of the same kernel with the
 //! roles of the tensors exchanged (the derivation is in [`crate::reference::backward`]).
 
+mod cmma;
 mod kernel;
 mod launch;
 
-use burn::tensor::{FloatDType, ops::FloatTensorOps, ops::FloatTensor};
+use burn::tensor::{FloatDType, Shape, ops::FloatTensor, ops::FloatTensorOps};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use crate::{LightningBackend, LightningGrads, reference::Direction};
-use launch::{Sweep, sweep};
+use launch::{Sweep, state_grad, sweep};
 
 impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
 where
@@ -83,7 +84,27 @@ where
             initial_state: ds0,
         }
     }
+    fn lightning_state_backward(
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        grad_state: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let n = k.meta.shape()[2];
+        let h = k.meta.shape()[1];
+        let slopes = fp32::<Self>(slopes);
+        let grad_state = fp32::<Self>(grad_state);
+        let dk = state_grad(v, Self::float_swap_dims(grad_state.clone(), 2, 3), slopes.clone());
+        let dv = state_grad(k, grad_state.clone(), slopes.clone());
+        // dS0 = lambda^n dS, elementwise in fp32.
+        let decay = Self::float_exp(Self::float_mul_scalar(
+            Self::float_reshape(slopes, Shape::new([1, h, 1, 1])),
+            (-(n as f64)).into(),
+        ));
+        [dk, dv, Self::float_mul(grad_state, decay)]
+    }
 }
+
 
 fn fp32<B: FloatTensorOps<B> + burn::tensor::backend::Backend>(
     t: FloatTensor<B>,

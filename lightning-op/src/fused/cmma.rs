@@ -1,0 +1,369 @@
+//! The blockwise sweep on tensor cores (CubeCL `cmma`: WMMA 16x16x16, f16/bf16 operands,
+//! fp32 accumulators). Same contract and modes as the scalar [`super::kernel::sweep_kernel`];
+//! chosen when the storage dtype is f16/bf16 and the device has cooperative matrices.
+//!
+//! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice in shared fp32:
+//! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
+//! 2. one elementwise pass: `P = S * M` in the storage type, `Q <- diag(lambda^(i+1)) Q`,
+//!    `K <- diag(lambda^(m-1-j)) K`, a storage-type copy of the state for the inter product,
+//!    and the state's own decay `KV <- lambda^m KV`;
+//! 3. `O = Q KV + P V` (one accumulator per output tile) and `KV += K^T V`, which touch
+//!    disjoint buffers and run back to back;
+//! 4. the output tile leaves through shared memory, coalesced.
+//! The decays are folded into the operands, so no fragment is ever indexed element-wise.
+
+use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout};
+use cubecl::prelude::*;
+
+use super::kernel::Mode;
+
+/// Tokens per block.
+pub const BLK: usize = 64;
+/// Value columns per cube.
+pub const EV: usize = 64;
+/// WMMA tile edge.
+const T: usize = 16;
+/// Byte alignment of the shared buffers: WMMA loads and stores need 32-byte aligned tiles.
+const ALIGN: usize = 128;
+/// Floats of the scores / output staging buffer.
+const STAGE: usize = if BLK > EV { BLK * BLK } else { BLK * EV };
+/// Warps (planes of 32 units) per cube.
+pub const WARPS: u32 = 8;
+
+/// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
+/// storage.
+pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
+    (2 * BLK * dcap + BLK * EV + BLK * BLK + dcap * EV) * elem
+        + (STAGE + dcap * EV + BLK + 1) * 4
+}
+
+/// Time index of the `i`-th token in sweep order.
+#[cube]
+fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
+    if reverse { n - 1 - i } else { i }
+}
+
+/// One past the last element of a 16x16 tile at `at` with rows (or columns) `stride` apart.
+#[cube]
+fn tile_end(at: usize, stride: usize) -> usize {
+    at + (T - 1) * stride + T
+}
+
+#[cube]
+fn zero_acc() -> Matrix<f32> {
+    Matrix::<f32>::from_value(
+        MatrixIdent::Accumulator,
+        T,
+        T,
+        T,
+        MatrixLayout::Undefined,
+        0.0,
+    )
+}
+
+/// `acc += A B` for one 16x16x16 step, operands read from shared memory.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn mma<F: Float>(
+    acc: &Matrix<f32>,
+    a: &SharedMemory<F>,
+    a_at: usize,
+    a_stride: usize,
+    #[comptime] a_layout: MatrixLayout,
+    b: &SharedMemory<F>,
+    b_at: usize,
+    b_stride: usize,
+    #[comptime] b_layout: MatrixLayout,
+) {
+    let lhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, T, T, T, a_layout) };
+    let rhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, T, T, T, b_layout) };
+    cmma::load(&lhs, &a.slice(a_at, tile_end(a_at, a_stride)), a_stride as u32);
+    cmma::load(&rhs, &b.slice(b_at, tile_end(b_at, b_stride)), b_stride as u32);
+    cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
+}
+
+/// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
+/// padded to `dcap` (a multiple of 16) and `CubeDim = (32, WARPS)`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn sweep_cmma_kernel<F: Float>(
+    q: &Tensor<F>,
+    k: &Tensor<F>,
+    v: &Tensor<F>,
+    slopes: &Tensor<f32>,
+    state_in: &Tensor<f32>,
+    out: &mut Tensor<F>,
+    state_out: &mut Tensor<f32>,
+    seg_len: usize,
+    #[comptime] dcap: usize,
+    #[comptime] mode: Mode,
+    #[comptime] has_state: bool,
+    #[comptime] write_state: bool,
+    #[comptime] reverse: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let outputs = comptime!(mode == Mode::Output);
+    let warps = WARPS as usize;
+    let units = (32 * WARPS) as usize;
+    let unit = UNIT_POS as usize;
+    let warp = UNIT_POS_Y as usize;
+    let bh = CUBE_POS_Y as usize;
+    let c0 = CUBE_POS_X as usize * EV;
+    let segment = CUBE_POS_Z as usize;
+    let bh_count = CUBE_COUNT_Y as usize;
+
+    let heads = q.shape(1);
+    let n = q.shape(2);
+    let dqk = q.shape(3);
+    let dv = v.shape(3);
+    let head = bh % heads;
+    let batch = bh / heads;
+    let qk_base = bh * n * dqk;
+    let v_base = bh * n * dv;
+    let seg_start = segment * seg_len;
+    let seg_end = min(n, seg_start + seg_len);
+
+    let mut qs = SharedMemory::<F>::new_aligned(BLK * dcap, ALIGN);
+    let mut ks = SharedMemory::<F>::new_aligned(BLK * dcap, ALIGN);
+    let mut vs = SharedMemory::<F>::new_aligned(BLK * EV, ALIGN);
+    let mut ps = SharedMemory::<F>::new_aligned(BLK * BLK, ALIGN);
+    let mut kvb = SharedMemory::<F>::new_aligned(dcap * EV, ALIGN);
+    // Scores, then the output tile on its way out.
+    let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
+    let mut kv = SharedMemory::<f32>::new_aligned(dcap * EV, ALIGN);
+    let mut decay = SharedMemory::<f32>::new(BLK + 1);
+
+    let slope = slopes[head];
+    let mut x = unit;
+    while x <= BLK {
+        decay[x] = (-slope * f32::cast_from(x as u32)).exp();
+        x += units;
+    }
+    let mut idx = unit;
+    while idx < dcap * EV {
+        let row = idx / EV;
+        let col = idx % EV;
+        let mut init = 0.0f32;
+        if has_state {
+            if row < dqk && c0 + col < dv {
+                init = state_in[segment * state_in.stride(0)
+                    + batch * state_in.stride(1)
+                    + head * state_in.stride(2)
+                    + row * state_in.stride(3)
+                    + (c0 + col) * state_in.stride(4)];
+            }
+        }
+        kv[idx] = init;
+        idx += units;
+    }
+
+    let shift_inter = if reverse { 0usize } else { 1usize };
+    let shift_update = if reverse { 1usize } else { 0usize };
+    let row_tiles = BLK / T;
+    let d_tiles = dcap / T;
+    let v_tiles = EV / T;
+
+    let mut t0 = seg_start;
+    while t0 < seg_end {
+        let m = min(BLK, seg_end - t0);
+        sync_cube();
+
+        // Load the block: rows past m and columns past dqk / dv are zeros.
+        let mut idx = unit;
+        while idx < BLK * dcap {
+            let i = idx / dcap;
+            let c = idx % dcap;
+            let mut kx = F::new(0.0);
+            let mut qx = F::new(0.0);
+            if i < m && c < dqk {
+                let at = qk_base + time_index(t0 + i, n, reverse) * dqk + c;
+                kx = k[at];
+                if outputs {
+                    qx = q[at];
+                }
+            }
+            ks[idx] = kx;
+            if outputs {
+                qs[idx] = qx;
+            }
+            idx += units;
+        }
+        let mut idx = unit;
+        while idx < BLK * EV {
+            let i = idx / EV;
+            let c = idx % EV;
+            let mut vx = F::new(0.0);
+            if i < m && c0 + c < dv {
+                vx = v[v_base + time_index(t0 + i, n, reverse) * dv + c0 + c];
+            }
+            vs[idx] = vx;
+            idx += units;
+        }
+        sync_cube();
+
+        if outputs {
+            // 1. S = Q K^T on the tiles at or below the diagonal.
+            let mut tile = warp;
+            while tile < row_tiles * row_tiles {
+                let ti = tile / row_tiles;
+                let tj = tile % row_tiles;
+                if tj <= ti {
+                    let acc = zero_acc();
+                    for kk in 0..d_tiles {
+                        mma::<F>(
+                            &acc,
+                            &qs,
+                            ti * T * dcap + kk * T,
+                            dcap,
+                            MatrixLayout::RowMajor,
+                            &ks,
+                            tj * T * dcap + kk * T,
+                            dcap,
+                            MatrixLayout::ColMajor,
+                        );
+                    }
+                    cmma::store(
+                        &mut ss.slice_mut(ti * T * BLK + tj * T, tile_end(ti * T * BLK + tj * T, BLK)),
+                        &acc,
+                        BLK as u32,
+                        MatrixLayout::RowMajor,
+                    );
+                }
+                tile += warps;
+            }
+            sync_cube();
+
+            // 2a. P = S * M in the storage type.
+            let mut idx = unit;
+            while idx < BLK * BLK {
+                let i = idx / BLK;
+                let j = idx % BLK;
+                let mut p = 0.0f32;
+                if j <= i {
+                    p = ss[idx] * decay[i - j];
+                }
+                ps[idx] = F::cast_from(p);
+                idx += units;
+            }
+        }
+        // 2b. Fold the decays into Q and K, snapshot and decay the state.
+        let mut idx = unit;
+        while idx < BLK * dcap {
+            let i = idx / dcap;
+            if i < m {
+                ks[idx] = F::cast_from(f32::cast_from(ks[idx]) * decay[m - 1 - i + shift_update]);
+                if outputs {
+                    qs[idx] = F::cast_from(f32::cast_from(qs[idx]) * decay[i + shift_inter]);
+                }
+            }
+            idx += units;
+        }
+        let mut idx = unit;
+        while idx < dcap * EV {
+            if outputs {
+                kvb[idx] = F::cast_from(kv[idx]);
+            }
+            kv[idx] = kv[idx] * decay[m];
+            idx += units;
+        }
+        sync_cube();
+
+        if outputs {
+            // 3a. O = Q KV + P V.
+            let mut tile = warp;
+            while tile < row_tiles * v_tiles {
+                let ti = tile / v_tiles;
+                let tj = tile % v_tiles;
+                let acc = zero_acc();
+                for kk in 0..d_tiles {
+                    mma::<F>(
+                        &acc,
+                        &qs,
+                        ti * T * dcap + kk * T,
+                        dcap,
+                        MatrixLayout::RowMajor,
+                        &kvb,
+                        kk * T * EV + tj * T,
+                        EV,
+                        MatrixLayout::RowMajor,
+                    );
+                }
+                for kk in 0..ti + 1 {
+                    mma::<F>(
+                        &acc,
+                        &ps,
+                        ti * T * BLK + kk * T,
+                        BLK,
+                        MatrixLayout::RowMajor,
+                        &vs,
+                        kk * T * EV + tj * T,
+                        EV,
+                        MatrixLayout::RowMajor,
+                    );
+                }
+                cmma::store(
+                    &mut ss.slice_mut(ti * T * EV + tj * T, tile_end(ti * T * EV + tj * T, EV)),
+                    &acc,
+                    EV as u32,
+                    MatrixLayout::RowMajor,
+                );
+                tile += warps;
+            }
+        }
+        // 3b. KV += K^T V.
+        let mut tile = warp;
+        while tile < d_tiles * v_tiles {
+            let r = tile / v_tiles;
+            let c = tile % v_tiles;
+            let at = r * T * EV + c * T;
+            let acc = unsafe {
+                Matrix::<f32>::uninitialized(MatrixIdent::Accumulator, T, T, T, MatrixLayout::Undefined)
+            };
+            cmma::load_with_layout(&acc, &kv.slice(at, tile_end(at, EV)), EV as u32, MatrixLayout::RowMajor);
+            for kk in 0..row_tiles {
+                mma::<F>(
+                    &acc,
+                    &ks,
+                    kk * T * dcap + r * T,
+                    dcap,
+                    MatrixLayout::ColMajor,
+                    &vs,
+                    kk * T * EV + c * T,
+                    EV,
+                    MatrixLayout::RowMajor,
+                );
+            }
+            cmma::store(&mut kv.slice_mut(at, tile_end(at, EV)), &acc, EV as u32, MatrixLayout::RowMajor);
+            tile += warps;
+        }
+        sync_cube();
+
+        if outputs {
+            // 4. The output tile, coalesced.
+            let mut idx = unit;
+            while idx < BLK * EV {
+                let i = idx / EV;
+                let c = idx % EV;
+                if i < m && c0 + c < dv {
+                    out[v_base + time_index(t0 + i, n, reverse) * dv + c0 + c] = F::cast_from(ss[idx]);
+                }
+                idx += units;
+            }
+        }
+        t0 += BLK;
+    }
+    sync_cube();
+
+    if write_state || !outputs {
+        let base = (segment * bh_count + bh) * dqk;
+        let mut idx = unit;
+        while idx < dcap * EV {
+            let row = idx / EV;
+            let col = idx % EV;
+            if row < dqk && c0 + col < dv {
+                state_out[(base + row) * dv + c0 + col] = kv[idx];
+            }
+            idx += units;
+        }
+    }
+}
