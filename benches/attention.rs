@@ -4,7 +4,7 @@
 //! and the `sweep` binary for the GPU-sized tables.
 
 use burn::backend::Autodiff;
-use burn::tensor::{DType, backend::Backend};
+use burn::tensor::DType;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lightning_attention::bench::{Impl, Inputs, forward, forward_backward};
 use lightning_op::LightningBackend;
@@ -21,7 +21,7 @@ where
     group.sample_size(10);
     for shape in SHAPES {
         let x = Inputs::<B>::random(shape, DType::F32, &device);
-        let ad = Inputs::<Autodiff<B>>::random(shape, DType::F32, &device);
+        let ad: Inputs<Autodiff<B>> = x.autodiff();
         for imp in Impl::ALL {
             let id = |pass: &str| BenchmarkId::new(format!("{}/{pass}", imp.name()), shape[2]);
             group.bench_function(id("forward"), |bench| {

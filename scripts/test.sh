@@ -14,5 +14,7 @@ fi
 # Without a session bus some Mesa builds warn on every start; harmless, keep logs short.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
+# The default features (wgpu, ndarray) leave CUDA out: it cannot run without an NVIDIA
+# GPU; it is built with `--features cuda` and checked on the H200 (scripts/device.sh).
 cargo test --workspace --all-targets "$@"
 cargo test --workspace --doc

@@ -73,6 +73,17 @@ impl<B: Backend> Inputs<B> {
             grad: rand([b, h, n, e]),
         }
     }
+
+    /// The same tensors as leaves of an autodiff graph on `B`.
+    pub fn autodiff<A: AutodiffBackend<InnerBackend = B>>(&self) -> Inputs<A> {
+        Inputs {
+            q: Tensor::from_inner(self.q.clone()),
+            k: Tensor::from_inner(self.k.clone()),
+            v: Tensor::from_inner(self.v.clone()),
+            slopes: Tensor::from_inner(self.slopes.clone()),
+            grad: Tensor::from_inner(self.grad.clone()),
+        }
+    }
 }
 
 /// The forward of `imp`.

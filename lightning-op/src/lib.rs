@@ -29,6 +29,8 @@ mod backends;
 mod checks;
 mod fused;
 mod fusion;
+pub mod lasp;
+pub mod nn;
 pub mod oracle;
 pub mod recurrent;
 pub mod reference;

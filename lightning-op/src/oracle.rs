@@ -195,6 +195,17 @@ pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
 /// Output, final state and all gradients of the problem's loss, computed by backend `B` with
 /// q, k, v (and the loss weights) stored in `dtype`.
 pub fn run<B: LightningAutodiffBackend>(p: &Problem, dtype: DType, device: &B::Device) -> Solution {
+    run_with::<B>(p, dtype, device, lightning_attention_with_state)
+}
+
+/// [`run`] through any function with the signature of [`lightning_attention_with_state`]
+/// (another way of computing the same op).
+pub fn run_with<B: LightningAutodiffBackend>(
+    p: &Problem,
+    dtype: DType,
+    device: &B::Device,
+    attention: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>, Option<Tensor<B, 4>>) -> (Tensor<B, 4>, Tensor<B, 4>),
+) -> Solution {
     let Problem { b, h, n, d, e, .. } = *p;
     let input = |x: &[f64], shape| tensor::<B, 4>(x, shape, device).cast(dtype).require_grad();
     let q = input(&p.q, [b, h, n, d]);
@@ -205,8 +216,7 @@ pub fn run<B: LightningAutodiffBackend>(p: &Problem, dtype: DType, device: &B::D
         .s0
         .as_ref()
         .map(|s| tensor::<B, 4>(s, [b, h, d, e], device).require_grad());
-    let (o, state) =
-        lightning_attention_with_state(q.clone(), k.clone(), v.clone(), slopes, s0.clone());
+    let (o, state) = attention(q.clone(), k.clone(), v.clone(), slopes, s0.clone());
     let grad_o = tensor::<B, 4>(&p.grad_o, [b, h, n, e], device).cast(dtype);
     let loss = (o.clone() * grad_o).cast(DType::F32).sum()
         + (state.clone() * tensor::<B, 4>(&p.grad_state, [b, h, d, e], device)).sum();

@@ -7,10 +7,10 @@
 use std::time::Instant;
 
 use burn::backend::Autodiff;
-use burn::tensor::{DType, backend::Backend};
+use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use lightning_op::LightningBackend;
-use lightning_op::oracle::{Problem, problem, run, solve, worst};
+use lightning_op::oracle::{Problem, host, problem, run, solve, worst};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Which {
@@ -76,6 +76,41 @@ fn check<B: LightningBackend>(name: &str, problems: &[(Problem, lightning_op::or
     ok
 }
 
+/// TransNormerLLM on the same backend (tiny preset, f32): the recurrent step's logits equal
+/// the parallel forward's, and a training step's gradients are finite and not all zero.
+fn check_tnl<B: LightningBackend>(name: &str) -> bool
+where
+    Autodiff<B>: LightningBackend,
+{
+    use burn::tensor::{Int, Tensor, TensorData};
+    let device = B::Device::default();
+    let (batch, seq, prompt) = (2, 48, 9);
+    let ids: Vec<i64> = (0..batch * seq).map(|i| ((i * 7919 + 13) % 256) as i64).collect();
+    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), &device);
+    let model = tnl_model::TnlConfig::tiny().with_lrpe_layers(vec![0]).init::<B>(&device);
+    let want = model.forward(tokens.clone());
+    let (_, mut cache) = model.prefill(tokens.clone().slice([0..batch, 0..prompt]), None);
+    let mut max_err = 0.0f64;
+    for t in prompt..seq {
+        let (logits, next) = model.step(tokens.clone().slice([0..batch, t..t + 1]).reshape([batch]), cache);
+        cache = next;
+        let want_t = want.clone().slice([0..batch, t..t + 1]).reshape([batch, logits.dims()[1]]);
+        max_err = max_err.max(lightning_op::oracle::rel_err(&host(logits), &host(want_t)));
+    }
+    let trained = tnl_model::TnlConfig::tiny().init::<Autodiff<B>>(&device);
+    let loss = trained.loss(Tensor::from_data(TensorData::new(ids, [batch, seq]), &device), None);
+    let grads = loss.backward();
+    let grad = trained.embedding().weight.val().grad(&grads).map(host).unwrap_or_default();
+    let grads_ok = !grad.is_empty() && grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0);
+    let ok = max_err <= 1e-4 && grads_ok;
+    println!(
+        "{name:<8} TNL tiny: step vs parallel logits {max_err:.2e} (<= 1e-4), training gradients {}: {}",
+        if grads_ok { "finite, non-zero" } else { "BAD" },
+        if ok { "ok" } else { "FAIL" }
+    );
+    ok
+}
+
 fn main() {
     let args = Args::parse();
     let start = Instant::now();
@@ -85,11 +120,11 @@ fn main() {
     for which in args.backend {
         ok &= match which {
             #[cfg(feature = "cuda")]
-            Which::Cuda => check::<burn::backend::Cuda>("cuda", &problems),
+            Which::Cuda => check::<burn::backend::Cuda>("cuda", &problems) & check_tnl::<burn::backend::Cuda>("cuda"),
             #[cfg(feature = "wgpu")]
-            Which::Wgpu => check::<burn::backend::Wgpu>("wgpu", &problems),
+            Which::Wgpu => check::<burn::backend::Wgpu>("wgpu", &problems) & check_tnl::<burn::backend::Wgpu>("wgpu"),
             #[cfg(feature = "ndarray")]
-            Which::Ndarray => check::<burn::backend::NdArray>("ndarray", &problems),
+            Which::Ndarray => check::<burn::backend::NdArray>("ndarray", &problems) & check_tnl::<burn::backend::NdArray>("ndarray"),
         };
     }
     std::process::exit(if ok { 0 } else { 1 });

@@ -35,13 +35,16 @@ enum Precision {
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long, value_enum, required = true)]
+    #[arg(long, value_enum, required_unless_present = "plot")]
     backend: Vec<Which>,
+    /// Only plot these CSVs (from earlier runs) into `--out`; measure nothing.
+    #[arg(long)]
+    plot: Vec<PathBuf>,
     /// Storage dtype; on a backend without it, the sweep falls back to f32.
     #[arg(long, value_enum, default_value = "bf16")]
     dtype: Precision,
     /// Implementations to time (the quadratic and softmax forms skip shapes that do not fit).
-    #[arg(long, value_delimiter = ',', default_value = "lightning,reference,softmax")]
+    #[arg(long, value_delimiter = ',', default_value = "lightning,softmax")]
     impls: Vec<String>,
     /// Largest n for the fixed-batch table.
     #[arg(long, default_value_t = 32768)]
@@ -104,6 +107,8 @@ struct Bench<'a, B: Backend> {
     dtype: DType,
     /// Bytes reserved on the device, for peak memory (None where unknown).
     reserved: &'a dyn Fn(&B::Device) -> Option<u64>,
+    /// Largest buffer the device binds (WGPU on Vulkan: 2 GiB); larger shapes are skipped.
+    max_buffer: u64,
 }
 
 impl<B: LightningBackend> Bench<'_, B>
@@ -116,16 +121,7 @@ where
         let fwd_ms = time::<B>(&self.device, |i| {
             let _ = forward(imp, &sets[i % sets.len()]);
         });
-        let ad_sets: Vec<Inputs<Autodiff<B>>> = sets
-            .into_iter()
-            .map(|x| Inputs {
-                q: Tensor::from_inner(x.q),
-                k: Tensor::from_inner(x.k),
-                v: Tensor::from_inner(x.v),
-                slopes: Tensor::from_inner(x.slopes),
-                grad: Tensor::from_inner(x.grad),
-            })
-            .collect();
+        let ad_sets: Vec<Inputs<Autodiff<B>>> = sets.iter().map(Inputs::autodiff).collect();
         let fwd_bwd_ms = (fwd_ms * 4.0 < args.budget_ms).then(|| {
             time::<B>(&self.device, |i| {
                 let _ = forward_backward(imp, &ad_sets[i % ad_sets.len()]);
@@ -156,10 +152,16 @@ where
             shapes.push(("fixed 64K tokens h=16", [65536 / n, 16, n, d, d]));
         }
         let elem = self.dtype.size();
-        for imp in Impl::ALL.into_iter().filter(|i| args.impls.iter().any(|s| s == i.name())) {
+        let impls = args.impls.iter().filter_map(|s| Impl::ALL.into_iter().find(|i| i.name() == s));
+        for imp in impls {
             let mut too_slow = false;
             for &(table, shape) in &shapes {
-                let fits = imp.scratch_bytes(shape, elem) < 40_000_000_000;
+                let [b, h, n, d, e] = shape;
+                let largest = (b * h * n * d.max(e) * elem.max(4)) as u64;
+                let fits = imp.scratch_bytes(shape, elem) < 40_000_000_000 && largest <= self.max_buffer;
+                if largest > self.max_buffer {
+                    println!("{} {}: n={n} skipped, a {largest}-byte tensor exceeds the device's {}-byte buffers", self.name, imp.name(), self.max_buffer);
+                }
                 if too_slow || !fits {
                     continue;
                 }
@@ -228,6 +230,9 @@ fn dtype_on<B: Backend>(device: &B::Device, wanted: Precision) -> DType {
 fn main() {
     let args = Args::parse();
     std::fs::create_dir_all(&args.out).expect("create the output folder");
+    if !args.plot.is_empty() {
+        return plot(&args.plot, &args.out);
+    }
     let mut rows = Vec::new();
     let mut decode = Vec::new();
     for which in args.backend.clone() {
@@ -242,6 +247,7 @@ fn main() {
                 };
                 let bench = Bench::<burn::backend::Cuda> {
                     name: "cuda",
+                    max_buffer: CudaRuntime::client(&device).properties().memory.max_page_size,
                     dtype: dtype_on::<burn::backend::Cuda>(&device, args.dtype),
                     device,
                     reserved: &reserved,
@@ -259,6 +265,7 @@ fn main() {
                 };
                 let bench = Bench::<burn::backend::Wgpu> {
                     name: "wgpu",
+                    max_buffer: WgpuRuntime::client(&device).properties().memory.max_page_size,
                     dtype: dtype_on::<burn::backend::Wgpu>(&device, args.dtype),
                     device,
                     reserved: &reserved,
@@ -273,6 +280,7 @@ fn main() {
                     dtype: DType::F32,
                     device: Default::default(),
                     reserved: &|_| None,
+                    max_buffer: u64::MAX,
                 };
                 bench.run(&args, &mut rows);
                 decode.push(("ndarray", bench.decode(&args)));
@@ -298,24 +306,36 @@ fn write_csv(args: &Args, rows: &[Row], decode: &[(&str, Vec<(usize, f64)>)]) {
             csv += &format!("{backend},,decode,decode b=1 h=32,1,32,{context},{},{},{ms:.5},,\n", args.dim, args.dim);
         }
     }
-    std::fs::write(args.out.join("sweep.csv"), csv).expect("write sweep.csv");
+    let path = args.out.join("sweep.csv");
+    std::fs::write(&path, csv).expect("write sweep.csv");
+    plot(&[path], &args.out);
+}
 
-    let series: Vec<Series> = rows
-        .iter()
-        .filter(|r| r.table.starts_with("fixed batch"))
-        .fold(Vec::<Series>::new(), |mut acc, r| {
-            let label = format!("{} {} fwd+bwd", r.backend, r.imp);
-            if let Some(t) = r.fwd_bwd_ms {
-                let point = (r.shape[2] as f64, (r.shape[0] * r.shape[2]) as f64 / t / 1e3);
-                match acc.iter_mut().find(|s| s.label == label) {
-                    Some(s) => s.points.push(point),
-                    None => acc.push(Series { label, points: vec![point] }),
-                }
+/// Training throughput against n (the fixed-batch table) from sweep CSVs, one line per
+/// backend, dtype and implementation. Separate from measuring so that runs on machines
+/// without fonts (the lent GPU) are plotted afterwards: `sweep --plot a.csv --plot b.csv`.
+fn plot(csvs: &[PathBuf], out: &std::path::Path) {
+    let mut series = Vec::<Series>::new();
+    for path in csvs {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            let (Some(b), Some(n), Some(ms)) = (f[4].parse::<f64>().ok(), f[6].parse::<f64>().ok(), f[10].parse::<f64>().ok()) else {
+                continue;
+            };
+            if !f[3].starts_with("fixed batch") {
+                continue;
             }
-            acc
-        });
-    let png = args.out.join("sweep.png");
-    match plot_lines(&png, "b=4, h=32, d=e=128: training throughput", "sequence length n", "Mtokens/s (fwd+bwd)", &series) {
+            let label = format!("{} {} {}", f[0], f[1].to_lowercase(), f[2]);
+            let point = (n, b * n / ms / 1e3);
+            match series.iter_mut().find(|s| s.label == label) {
+                Some(s) => s.points.push(point),
+                None => series.push(Series { label, points: vec![point] }),
+            }
+        }
+    }
+    let png = out.join("sweep.png");
+    match plot_lines(&png, "b=4, h=32, d=e=128: training throughput (fwd+bwd)", "sequence length n", "Mtokens/s", &series) {
         Ok(()) => println!("wrote {}", png.display()),
         Err(e) => println!("no plot: {e}"),
     }

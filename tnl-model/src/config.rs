@@ -130,7 +130,7 @@ impl TnlConfig {
                 return err(format!("{name} must be at least 1, got 0"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return err(format!(
                 "n_heads ({}) must divide d_model ({})",
                 self.n_heads, self.d_model

@@ -44,7 +44,7 @@ pub use block::{TnlBlock, TnlBlockConfig};
 pub use config::{TnlConfig, TnlConfigError};
 pub use decay::DecaySchedule;
 pub use generate::GenerateConfig;
-pub use loss::{TnlTrainOutput, shifted_cross_entropy, shifted_targets};
+pub use loss::{NextTokens, TnlTrainOutput, shifted_cross_entropy, shifted_targets};
 pub use lrpe::{Lrpe, LrpeConfig};
 pub use model::{Tnl, TnlCache};
 pub use norm::{SrmsNorm, SrmsNormConfig};

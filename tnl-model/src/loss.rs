@@ -19,6 +19,10 @@ pub struct TnlTrainOutput<B: Backend> {
     pub mask_pad: Option<Tensor<B, 1, Bool>>,
 }
 
+/// Flattened next-token pairs: `(logits [rows, vocab], targets [rows], padding mask of the
+/// targets [rows])`, `rows = batch * (seq - 1)`.
+pub type NextTokens<B> = (Tensor<B, 2>, Tensor<B, 1, Int>, Option<Tensor<B, 1, Bool>>);
+
 /// Logits `[batch, seq, vocab]` of `tokens` `[batch, seq]` shifted by one: logits of
 /// positions `0..seq-1` flattened, the tokens of `1..seq` as targets, and the padding mask
 /// of the targets.
@@ -29,7 +33,7 @@ pub fn shifted_targets<B: Backend>(
     logits: Tensor<B, 3>,
     tokens: Tensor<B, 2, Int>,
     mask_pad: Option<Tensor<B, 2, Bool>>,
-) -> (Tensor<B, 2>, Tensor<B, 1, Int>, Option<Tensor<B, 1, Bool>>) {
+) -> NextTokens<B> {
     let [batch, seq, vocab] = logits.dims();
     assert_eq!(
         tokens.dims(),

@@ -15,6 +15,9 @@ use crate::norm::{SrmsNorm, SrmsNormConfig};
 use crate::sglu::SgluConfig;
 
 /// TransNormerLLM. Build it with [`TnlConfig::init`].
+///
+/// Burn initialises weights lazily, on first use: clone a freshly built model only after a
+/// forward pass (or save/load it), otherwise each clone draws its own random weights.
 #[derive(Module, Debug)]
 pub struct Tnl<B: Backend> {
     embedding: Embedding<B>,
@@ -90,6 +93,11 @@ impl<B: Backend> Tnl<B> {
     /// The TNL blocks, bottom first.
     pub fn blocks(&self) -> &[TnlBlock<B>] {
         &self.blocks
+    }
+
+    /// The token embedding (also the LM head when tied).
+    pub fn embedding(&self) -> &Embedding<B> {
+        &self.embedding
     }
 
     /// Vocabulary size (the logits' last dim).

@@ -24,11 +24,12 @@ pub const EV: usize = 64;
 /// WMMA tile edge.
 const T: usize = 16;
 /// Byte alignment of the shared buffers: WMMA loads and stores need 32-byte aligned tiles.
-const ALIGN: usize = 128;
+const ALIGN: usize = 32;
 /// Floats of the scores / output staging buffer.
 const STAGE: usize = if BLK > EV { BLK * BLK } else { BLK * EV };
 /// Warps (planes of 32 units) per cube.
 pub const WARPS: u32 = 8;
+const UNITS: usize = 32 * WARPS as usize;
 
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage.
@@ -83,19 +84,21 @@ fn mma<F: Float>(
 }
 
 /// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
-/// padded to `dcap` (a multiple of 16) and `CubeDim = (32, WARPS)`.
+/// padded to `dcap` (a multiple of 16), q/k/v/out read and written `vec` (= `N`) elements at
+/// a time (`vec` divides both head dims), and `CubeDim = (32, WARPS)`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn sweep_cmma_kernel<F: Float>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
+pub fn sweep_cmma_kernel<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
     slopes: &Tensor<f32>,
     state_in: &Tensor<f32>,
-    out: &mut Tensor<F>,
+    out: &mut Tensor<Vector<F, N>>,
     state_out: &mut Tensor<f32>,
     seg_len: usize,
     #[comptime] dcap: usize,
+    #[comptime] vec: usize,
     #[comptime] mode: Mode,
     #[comptime] has_state: bool,
     #[comptime] write_state: bool,
@@ -104,7 +107,7 @@ pub fn sweep_cmma_kernel<F: Float>(
 ) {
     let outputs = comptime!(mode == Mode::Output);
     let warps = WARPS as usize;
-    let units = (32 * WARPS) as usize;
+    let units = UNITS;
     let unit = UNIT_POS as usize;
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
@@ -168,36 +171,48 @@ pub fn sweep_cmma_kernel<F: Float>(
         let m = min(BLK, seg_end - t0);
         sync_cube();
 
-        // Load the block: rows past m and columns past dqk / dv are zeros.
-        let mut idx = unit;
-        while idx < BLK * dcap {
-            let i = idx / dcap;
-            let c = idx % dcap;
-            let mut kx = F::new(0.0);
-            let mut qx = F::new(0.0);
-            if i < m && c < dqk {
-                let at = qk_base + time_index(t0 + i, n, reverse) * dqk + c;
-                kx = k[at];
-                if outputs {
-                    qx = q[at];
+        // Load the block, `vec` elements per access, all of a unit's loads unrolled so they
+        // are in flight together. Rows past m and columns past dqk / dv are zeros.
+        let row_vecs = dcap / vec;
+        #[unroll]
+        for it in 0..comptime!((BLK * dcap / vec).div_ceil(UNITS)) {
+            let idx = unit + it * units;
+            if idx < BLK * row_vecs {
+                let i = idx / row_vecs;
+                let c = (idx % row_vecs) * vec;
+                let mut kx = Vector::<F, N>::new(F::new(0.0));
+                let mut qx = Vector::<F, N>::new(F::new(0.0));
+                if i < m && c < dqk {
+                    let at = (qk_base + time_index(t0 + i, n, reverse) * dqk + c) / vec;
+                    kx = k[at];
+                    if outputs {
+                        qx = q[at];
+                    }
+                }
+                #[unroll]
+                for l in 0..vec {
+                    ks[i * dcap + c + l] = kx[l];
+                    if outputs {
+                        qs[i * dcap + c + l] = qx[l];
+                    }
                 }
             }
-            ks[idx] = kx;
-            if outputs {
-                qs[idx] = qx;
-            }
-            idx += units;
         }
-        let mut idx = unit;
-        while idx < BLK * EV {
-            let i = idx / EV;
-            let c = idx % EV;
-            let mut vx = F::new(0.0);
-            if i < m && c0 + c < dv {
-                vx = v[v_base + time_index(t0 + i, n, reverse) * dv + c0 + c];
+        #[unroll]
+        for it in 0..comptime!((BLK * EV / vec).div_ceil(UNITS)) {
+            let idx = unit + it * units;
+            if idx < BLK * EV / vec {
+                let i = idx / (EV / vec);
+                let c = (idx % (EV / vec)) * vec;
+                let mut vx = Vector::<F, N>::new(F::new(0.0));
+                if i < m && c0 + c < dv {
+                    vx = v[(v_base + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec];
+                }
+                #[unroll]
+                for l in 0..vec {
+                    vs[i * EV + c + l] = vx[l];
+                }
             }
-            vs[idx] = vx;
-            idx += units;
         }
         sync_cube();
 
@@ -339,13 +354,18 @@ pub fn sweep_cmma_kernel<F: Float>(
         sync_cube();
 
         if outputs {
-            // 4. The output tile, coalesced.
+            // 4. The output tile, coalesced, `vec` elements per store.
             let mut idx = unit;
-            while idx < BLK * EV {
-                let i = idx / EV;
-                let c = idx % EV;
+            while idx < BLK * EV / vec {
+                let i = idx / (EV / vec);
+                let c = (idx % (EV / vec)) * vec;
                 if i < m && c0 + c < dv {
-                    out[v_base + time_index(t0 + i, n, reverse) * dv + c0 + c] = F::cast_from(ss[idx]);
+                    let mut o = Vector::<F, N>::new(F::new(0.0));
+                    #[unroll]
+                    for l in 0..vec {
+                        o[l] = F::cast_from(ss[i * EV + c + l]);
+                    }
+                    out[(v_base + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = o;
                 }
                 idx += units;
             }

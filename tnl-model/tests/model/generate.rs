@@ -33,7 +33,7 @@ fn greedy_generation_is_the_argmax_of_the_parallel_forward() {
     let model = TnlConfig::tiny().init::<B>(&device);
     let prompt = token_rows(1, 5, 128, 11).remove(0);
     let new = model.generate(
-        &[prompt.clone()],
+        std::slice::from_ref(&prompt),
         &GenerateConfig::new(8).with_temperature(0.0),
     );
     let new = &new[0];
@@ -68,7 +68,7 @@ fn a_batch_of_different_lengths_matches_each_prompt_alone() {
     for (i, prompt) in prompts.iter().enumerate() {
         assert_eq!(
             batch[i],
-            model.generate(&[prompt.clone()], &greedy)[0],
+            model.generate(std::slice::from_ref(prompt), &greedy)[0],
             "prompt {i}"
         );
     }

@@ -5,10 +5,10 @@
 mod config;
 mod decay;
 mod generate;
+mod gpu;
 mod padding;
 mod record;
 mod recurrent;
 mod shapes;
 mod support;
 mod train;
-mod wgpu;

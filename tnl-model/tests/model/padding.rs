@@ -23,7 +23,7 @@ fn left_padded_rows_equal_the_rows_alone() {
     let (alone_long, cache_long) = model.prefill(tokens::<B>(&[long], &device), None);
     let (alone_short, cache_short) = model.prefill(tokens::<B>(&[short], &device), None);
     assert_close(
-        logits.clone().slice([0..1]),
+        logits.clone().narrow(0, 0, 1),
         alone_long,
         1e-4,
         "unpadded row",
@@ -44,12 +44,12 @@ fn left_padded_rows_equal_the_rows_alone() {
             cache_short.states()[layer].clone(),
         );
         assert_close(
-            s.clone().slice([0..1]),
+            s.clone().narrow(0, 0, 1),
             l,
             1e-4,
             &format!("layer {layer} long"),
         );
-        assert_close(s.slice([1..2]), sh, 1e-4, &format!("layer {layer} short"));
+        assert_close(s.narrow(0, 1, 1), sh, 1e-4, &format!("layer {layer} short"));
     }
     // And decoding goes on as if the rows were alone.
     let next = tokens::<B>(&[vec![5], vec![6]], &device).reshape([2]);
@@ -57,13 +57,13 @@ fn left_padded_rows_equal_the_rows_alone() {
     let (step_long, _) = model.step(tokens::<B>(&[vec![5]], &device).reshape([1]), cache_long);
     let (step_short, _) = model.step(tokens::<B>(&[vec![6]], &device).reshape([1]), cache_short);
     assert_close(
-        step.clone().slice([0..1]),
+        step.clone().narrow(0, 0, 1),
         step_long,
         1e-4,
         "step after padded prefill, long",
     );
     assert_close(
-        step.slice([1..2]),
+        step.narrow(0, 1, 1),
         step_short,
         1e-4,
         "step after padded prefill, short",

@@ -4,19 +4,19 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Bool, ElementConversion, Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use tnl_model::TnlConfig;
 
 use crate::support::{AB, to_vec, token_rows, tokens};
 
-/// Collects `(path, |grad| sum)` of every float parameter (`None` when it has no gradient).
-struct GradNorms<'a, Bk: AutodiffBackend> {
+/// Collects `(path, gradient values)` of every float parameter (`None`: no gradient).
+pub struct Grads<'a, Bk: AutodiffBackend> {
     grads: &'a Bk::Gradients,
     path: Vec<String>,
-    found: Vec<(String, Option<f32>)>,
+    found: Vec<(String, Option<Vec<f32>>)>,
 }
 
-impl<Bk: AutodiffBackend> ModuleVisitor<Bk> for GradNorms<'_, Bk> {
+impl<Bk: AutodiffBackend> ModuleVisitor<Bk> for Grads<'_, Bk> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -24,12 +24,23 @@ impl<Bk: AutodiffBackend> ModuleVisitor<Bk> for GradNorms<'_, Bk> {
         self.path.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Bk, D>>) {
-        let grad = param
-            .val()
-            .grad(self.grads)
-            .map(|g| g.abs().sum().into_scalar().elem::<f32>());
+        let grad = param.val().grad(self.grads).map(to_vec);
         self.found.push((self.path.join("."), grad));
     }
+}
+
+/// Every parameter's gradient, by module path, in visiting order.
+pub fn grads_by_path<Bk: AutodiffBackend, M: Module<Bk>>(
+    model: &M,
+    grads: &Bk::Gradients,
+) -> Vec<(String, Option<Vec<f32>>)> {
+    let mut visitor = Grads::<Bk> {
+        grads,
+        path: Vec::new(),
+        found: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    visitor.found
 }
 
 #[test]
@@ -48,23 +59,26 @@ fn every_parameter_receives_a_nonzero_gradient() {
         let mask = Tensor::<AB, 2, Bool>::from_data(TensorData::new(mask, [2, 10]), &device);
         let loss = model.loss(tokens::<AB>(&rows, &device), Some(mask));
         let grads = loss.backward();
-        let mut visitor = GradNorms::<AB> {
-            grads: &grads,
-            path: Vec::new(),
-            found: Vec::new(),
-        };
-        model.visit(&mut visitor);
+        let found = grads_by_path(&model, &grads);
         // embedding, per layer qkvu + out + l1 + l2 + l3, LRPE thetas, untied head.
         let expected = 1
             + 5 * config.n_layers
             + config.lrpe_layers.len()
             + usize::from(!config.tie_embeddings);
-        assert_eq!(visitor.found.len(), expected, "{:?}", visitor.found);
-        for (path, grad) in &visitor.found {
-            let grad = grad.unwrap_or_else(|| panic!("{path}: no gradient"));
-            assert!(grad.is_finite() && grad > 0.0, "{path}: |grad| sum {grad}");
+        assert_eq!(
+            found.len(),
+            expected,
+            "{:?}",
+            found.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        for (path, grad) in &found {
+            let grad = grad
+                .as_ref()
+                .unwrap_or_else(|| panic!("{path}: no gradient"));
+            let sum: f32 = grad.iter().map(|g| g.abs()).sum();
+            assert!(sum.is_finite() && sum > 0.0, "{path}: |grad| sum {sum}");
         }
-        assert!(visitor.found.iter().any(|(p, _)| p.contains("theta")));
+        assert!(found.iter().any(|(p, _)| p.contains("theta")));
     }
 }
 
