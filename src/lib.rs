@@ -6,3 +6,4 @@ pub use tnl_model;
 
 pub mod bench;
 pub mod plot;
+pub mod train;

@@ -1,0 +1,78 @@
+//! Short runs through burn-train's `Learner`: the loss goes down, and a resumed run
+//! continues exactly where the uninterrupted one would be.
+
+use lightning_attention::train::cli::train_main;
+
+use crate::fixture::{TempDir, rng_lock, short_args, write_corpus};
+
+#[test]
+fn a_short_run_lowers_the_validation_loss() {
+    let _rng = rng_lock();
+    let dir = TempDir::new("short-run");
+    let data = write_corpus(dir.path());
+    let summary = train_main(short_args(&data, &dir.path().join("run"), 40, &[]))
+        .expect("the short run trains");
+    let valid: Vec<f64> = summary.history.valid.iter().map(|v| v.loss).collect();
+    assert_eq!(valid.len(), 4, "one validation per checkpoint: {valid:?}");
+    let (first, last) = (valid[0], valid[3]);
+    assert!(
+        last < first - 0.2,
+        "validation loss should fall over the run: {valid:?}"
+    );
+    assert!(
+        last < (256f64).ln() - 1.0,
+        "validation loss {last} should be well below uniform bytes ({})",
+        (256f64).ln()
+    );
+    assert!(summary.history.train.len() == 40, "one loss per step");
+    assert!(
+        dir.path().join("run/checkpoint/model-4.mpk").is_file(),
+        "the last checkpoint is on disk"
+    );
+}
+
+#[test]
+fn resuming_gives_the_same_next_step_as_an_uninterrupted_run() {
+    let _rng = rng_lock();
+    let dir = TempDir::new("resume");
+    let data = write_corpus(dir.path());
+
+    let straight = train_main(short_args(&data, &dir.path().join("straight"), 30, &[]))
+        .expect("uninterrupted run");
+
+    let interrupted = dir.path().join("interrupted");
+    let first = train_main(short_args(&data, &interrupted, 30, &["--stop-after", "2"]))
+        .expect("first half");
+    assert_eq!(first.history.valid.len(), 2, "stopped after checkpoint 2");
+    let resumed =
+        train_main(short_args(&data, &interrupted, 30, &["--resume"])).expect("resumed run");
+    assert_eq!(resumed.resumed_from, Some(2));
+
+    // Steps 1..=20 agree (same seed), and so does the first step after the resume.
+    for step in [1, 20] {
+        let a = straight.history.train_loss(step).unwrap();
+        let b = first.history.train_loss(step).unwrap();
+        assert!((a - b).abs() < 1e-6, "step {step}: {a} vs {b}");
+    }
+    let a = straight
+        .history
+        .train_loss(21)
+        .expect("step 21 of the straight run");
+    let b = resumed
+        .history
+        .train_loss(21)
+        .expect("step 21 of the resumed run");
+    assert!(
+        (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+        "next-step loss after resuming: {b} vs uninterrupted {a}"
+    );
+    assert!(
+        resumed.history.train_loss(20).is_none(),
+        "the resumed run starts at 21"
+    );
+    let (a, b) = (
+        straight.final_valid_loss.unwrap(),
+        resumed.final_valid_loss.unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-4, "final validation loss {b} vs {a}");
+}
