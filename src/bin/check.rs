@@ -88,9 +88,10 @@ where
     use burn::tensor::{Int, Tensor, TensorData};
     let device = B::Device::default();
     let (batch, seq, prompt) = (2, 48, 9);
-    let ids: Vec<i64> = (0..batch * seq).map(|i| ((i * 7919 + 13) % 256) as i64).collect();
+    let config = tnl_model::TnlConfig::tiny().with_lrpe_layers(vec![0]);
+    let ids: Vec<i64> = (0..batch * seq).map(|i| ((i * 7919 + 13) % config.vocab_size) as i64).collect();
     let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), &device);
-    let model = tnl_model::TnlConfig::tiny().with_lrpe_layers(vec![0]).init::<B>(&device);
+    let model = config.init::<B>(&device);
     let want = model.forward(tokens.clone());
     let (_, mut cache) = model.prefill(tokens.clone().slice([0..batch, 0..prompt]), None);
     let mut max_err = 0.0f64;
