@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # One call on the lent H200 (see ../shared/docs/gpu-device.md): correctness of every
 # backend and dtype against the float64 definition, with CubeCL's bounds validation on,
-# then the speed sweep. Binaries are built here and carried in gpu/; Vulkan's loader in .gl/.
+# then the speed sweep. Binaries are built here and carried in gpu/; Vulkan's loader in .gl/:
+#   cargo build --release --features cuda --bin check --bin sweep
+#   mkdir -p gpu && cp target/release/{check,sweep} gpu/ && strip gpu/* && gzip -9 gpu/*
+# then, on the device (carry gpu and .gl):
 #   scripts/device.sh check|sweep|all [sweep args...]
 set -uo pipefail
 root=$(pwd)

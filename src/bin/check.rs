@@ -1,7 +1,8 @@
 //! Correctness of lightning attention on one backend, every storage dtype it supports,
 //! against the float64 naive definition: output, final state and all gradients.
 //!
-//! `cargo run --release --bin check -- --backend cuda` (the H200 run) or `--backend wgpu`.
+//! `cargo run --release --features cuda --bin check -- --backend cuda` (the H200 run) or
+//! `--backend wgpu`; `--tnl-only` runs just the TransNormerLLM check.
 //! Prints one row per dtype and exits non-zero if any case misses its tolerance.
 
 use std::time::Instant;
