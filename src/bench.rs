@@ -24,7 +24,12 @@ pub enum Impl {
 }
 
 impl Impl {
-    pub const ALL: [Impl; 4] = [Impl::Lightning, Impl::Reference, Impl::Softmax, Impl::Quadratic];
+    pub const ALL: [Impl; 4] = [
+        Impl::Lightning,
+        Impl::Reference,
+        Impl::Softmax,
+        Impl::Quadratic,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -64,7 +69,9 @@ impl<B: Backend> Inputs<B> {
         let rand = |shape: [usize; 4]| {
             Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, std), device).cast(dtype)
         };
-        let slopes = (0..h).map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32)).collect();
+        let slopes = (0..h)
+            .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
+            .collect();
         Inputs {
             q: rand([b, h, n, d]),
             k: rand([b, h, n, d]),

@@ -23,16 +23,30 @@ fn register_font() -> Result<(), String> {
     let bytes = FONTS
         .iter()
         .find_map(|p| std::fs::read(p).ok())
-        .ok_or_else(|| format!("no TrueType font found (tried {FONTS:?}); install fonts-dejavu-core"))?;
-    plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(bytes.into_boxed_slice()))
-        .map_err(|_| "the font could not be loaded".to_string())
+        .ok_or_else(|| {
+            format!("no TrueType font found (tried {FONTS:?}); install fonts-dejavu-core")
+        })?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(bytes.into_boxed_slice()),
+    )
+    .map_err(|_| "the font could not be loaded".to_string())
 }
 
 /// Plots the series on a log2 x axis, writes a 1000x600 PNG.
-pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Result<(), String> {
+pub fn plot_lines(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[Series],
+) -> Result<(), String> {
     register_font()?;
     let points = series.iter().flat_map(|s| s.points.iter());
-    let (x0, x1, y1) = points.fold((f64::MAX, 0f64, 0f64), |(a, b, c), &(x, y)| (a.min(x), b.max(x), c.max(y)));
+    let (x0, x1, y1) = points.fold((f64::MAX, 0f64, 0f64), |(a, b, c), &(x, y)| {
+        (a.min(x), b.max(x), c.max(y))
+    });
     if series.is_empty() || x1 <= 0.0 {
         return Err("nothing to plot".into());
     }
@@ -56,11 +70,18 @@ pub fn plot_lines(path: &Path, title: &str, x_label: &str, y_label: &str, series
     for (i, s) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.points.iter().copied(),
+                color.stroke_width(2),
+            ))
             .map_err(err)?
             .label(s.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(err)?;
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(err)?;
     }
     chart
         .configure_series_labels()

@@ -143,11 +143,7 @@ impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let saved = (
-                    prep.checkpoint(&k),
-                    prep.checkpoint(&v),
-                    slopes.primitive,
-                );
+                let saved = (prep.checkpoint(&k), prep.checkpoint(&v), slopes.primitive);
                 prep.finish(saved, state)
             }
             OpsKind::UnTracked(prep) => prep.finish(state),

@@ -51,16 +51,16 @@ pub(crate) fn check_dtypes(op: &str, dtypes: &[(&str, burn::tensor::DType)]) {
     let (first, dtype) = dtypes[0];
     for (name, other) in &dtypes[1..] {
         if *other != dtype {
-            panic!("{op}: {first} and {name} must have the same dtype; got {dtype:?} and {other:?}");
+            panic!(
+                "{op}: {first} and {name} must have the same dtype; got {dtype:?} and {other:?}"
+            );
         }
     }
 }
 
 pub(crate) fn check_head_dim(op: &str, name: &str, dim: usize, shape: &[usize]) {
     if dim == 0 || dim > MAX_HEAD_DIM {
-        panic!(
-            "{op}: head dim {name} must be in 1..={MAX_HEAD_DIM}; got {dim} (shape {shape:?})"
-        );
+        panic!("{op}: head dim {name} must be in 1..={MAX_HEAD_DIM}; got {dim} (shape {shape:?})");
     }
 }
 

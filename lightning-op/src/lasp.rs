@@ -33,7 +33,10 @@ pub fn lasp_attention<B: LightningBackend>(
     devices: &[B::Device],
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
     checks::check_attention(&q, &k, &v, &slopes, initial_state.as_ref());
-    assert!(!devices.is_empty(), "lasp_attention: `devices` is empty, expected at least one device");
+    assert!(
+        !devices.is_empty(),
+        "lasp_attention: `devices` is empty, expected at least one device"
+    );
     let [b, h, n, d] = q.dims();
     let e = v.dims()[3];
     if n == 0 {
@@ -41,8 +44,13 @@ pub fn lasp_attention<B: LightningBackend>(
     }
     let home = q.device();
     let seg = n.div_ceil(devices.len()).max(1);
-    let ranges: Vec<_> = (0..n).step_by(seg).map(|start| start..(start + seg).min(n)).collect();
-    let part = |t: &Tensor<B, 4>, r: &std::ops::Range<usize>, dev| t.clone().slice([0..b, 0..h, r.clone()]).to_device(dev);
+    let ranges: Vec<_> = (0..n)
+        .step_by(seg)
+        .map(|start| start..(start + seg).min(n))
+        .collect();
+    let part = |t: &Tensor<B, 4>, r: &std::ops::Range<usize>, dev| {
+        t.clone().slice([0..b, 0..h, r.clone()]).to_device(dev)
+    };
 
     // Phase 1: each segment from a zero state, independently.
     let local: Vec<_> = ranges
@@ -50,7 +58,13 @@ pub fn lasp_attention<B: LightningBackend>(
         .zip(devices)
         .map(|(r, dev)| {
             let slopes = slopes.clone().to_device(dev);
-            lightning_attention_with_state(part(&q, r, dev), part(&k, r, dev), part(&v, r, dev), slopes, None)
+            lightning_attention_with_state(
+                part(&q, r, dev),
+                part(&k, r, dev),
+                part(&v, r, dev),
+                slopes,
+                None,
+            )
         })
         .collect();
 
@@ -73,16 +87,24 @@ pub fn lasp_attention<B: LightningBackend>(
         .zip(local.into_iter().zip(incoming))
         .map(|((r, dev), ((o, _), state_in))| {
             let q = part(&q, r, dev).cast(DType::F32) * decay(&slopes, r.len(), dev);
-            (o.clone().cast(DType::F32) + q.matmul(state_in)).cast(o.dtype()).to_device(&home)
+            (o.clone().cast(DType::F32) + q.matmul(state_in))
+                .cast(o.dtype())
+                .to_device(&home)
         })
         .collect();
     (Tensor::cat(outputs, 2), state.to_device(&home))
 }
 
 /// `lambda^(t+1)` for `t < len` as `[1, h, len, 1]` (fp32, on `device`).
-fn decay<B: LightningBackend>(slopes: &Tensor<B, 1>, len: usize, device: &B::Device) -> Tensor<B, 4> {
+fn decay<B: LightningBackend>(
+    slopes: &Tensor<B, 1>,
+    len: usize,
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let h = slopes.dims()[0];
-    let steps = Tensor::<B, 1, Int>::arange(1..len as i64 + 1, device).float().cast(DType::F32);
+    let steps = Tensor::<B, 1, Int>::arange(1..len as i64 + 1, device)
+        .float()
+        .cast(DType::F32);
     let slopes = slopes.clone().to_device(device).cast(DType::F32);
     let exponents = slopes.reshape([h, 1]).neg() * steps.reshape([1, len]);
     exponents.exp().reshape([1, h, len, 1])

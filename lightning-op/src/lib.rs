@@ -167,8 +167,8 @@ pub fn lightning_attention_with_state<B: LightningBackend>(
     let e = v.dims()[3];
     let initial_state = initial_state.map(|s| s.cast(DType::F32));
     if n == 0 {
-        let state = initial_state
-            .unwrap_or_else(|| Tensor::zeros([b, h, d, e], (&q.device(), DType::F32)));
+        let state =
+            initial_state.unwrap_or_else(|| Tensor::zeros([b, h, d, e], (&q.device(), DType::F32)));
         return (Tensor::empty([b, h, 0, e], (&q.device(), q.dtype())), state);
     }
     let (o, state) = B::lightning_forward(

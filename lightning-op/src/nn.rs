@@ -292,8 +292,7 @@ impl<B: LightningBackend> MultiHeadLightningAttention<B> {
 /// interleaving (the slopes of the nearest lower power of two `p`, then every other slope of
 /// `2p`), so any head count gets a near-to-far spread.
 pub fn alibi_slopes(n_heads: usize) -> Vec<f64> {
-    let power_of_two =
-        |n: usize| (0..n).map(move |h| 2f64.powf(-8.0 * (h + 1) as f64 / n as f64));
+    let power_of_two = |n: usize| (0..n).map(move |h| 2f64.powf(-8.0 * (h + 1) as f64 / n as f64));
     if n_heads == 0 {
         return Vec::new();
     }

@@ -99,12 +99,16 @@ pub fn solve(p: &Problem) -> Solution {
         for j in 0..n {
             let w = pw(n - 1 - j);
             for r in 0..d {
-                s.dk[(bh * n + j) * d + r] +=
-                    w * (0..e).map(|c| p.v[(bh * n + j) * e + c] * gs(r, c)).sum::<f64>();
+                s.dk[(bh * n + j) * d + r] += w
+                    * (0..e)
+                        .map(|c| p.v[(bh * n + j) * e + c] * gs(r, c))
+                        .sum::<f64>();
             }
             for c in 0..e {
-                s.dv[(bh * n + j) * e + c] +=
-                    w * (0..d).map(|r| p.k[(bh * n + j) * d + r] * gs(r, c)).sum::<f64>();
+                s.dv[(bh * n + j) * e + c] += w
+                    * (0..d)
+                        .map(|r| p.k[(bh * n + j) * d + r] * gs(r, c))
+                        .sum::<f64>();
             }
         }
     }
@@ -204,7 +208,13 @@ pub fn run_with<B: LightningAutodiffBackend>(
     p: &Problem,
     dtype: DType,
     device: &B::Device,
-    attention: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>, Option<Tensor<B, 4>>) -> (Tensor<B, 4>, Tensor<B, 4>),
+    attention: impl Fn(
+        Tensor<B, 4>,
+        Tensor<B, 4>,
+        Tensor<B, 4>,
+        Tensor<B, 1>,
+        Option<Tensor<B, 4>>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>),
 ) -> Solution {
     let Problem { b, h, n, d, e, .. } = *p;
     let input = |x: &[f64], shape| tensor::<B, 4>(x, shape, device).cast(dtype).require_grad();
@@ -212,10 +222,9 @@ pub fn run_with<B: LightningAutodiffBackend>(
     let k = input(&p.k, [b, h, n, d]);
     let v = input(&p.v, [b, h, n, e]);
     let slopes = tensor::<B, 1>(&p.slopes, [h], device);
-    let s0 = p
-        .s0
-        .as_ref()
-        .map(|s| tensor::<B, 4>(s, [b, h, d, e], device).require_grad());
+    let s0 =
+        p.s0.as_ref()
+            .map(|s| tensor::<B, 4>(s, [b, h, d, e], device).require_grad());
     let (o, state) = attention(q.clone(), k.clone(), v.clone(), slopes, s0.clone());
     let grad_o = tensor::<B, 4>(&p.grad_o, [b, h, n, e], device).cast(dtype);
     let loss = (o.clone() * grad_o).cast(DType::F32).sum()

@@ -46,7 +46,9 @@ fn check_step<B: Backend>(
     let op = "lightning_decode_step";
     let (qd, kd, vd) = (q.dims(), k.dims(), v.dims());
     if qd != kd {
-        panic!("{op}: q and k must have the same shape [batch, heads, d]; got q {qd:?} and k {kd:?}");
+        panic!(
+            "{op}: q and k must have the same shape [batch, heads, d]; got q {qd:?} and k {kd:?}"
+        );
     }
     if qd[..2] != vd[..2] {
         panic!(

@@ -71,9 +71,8 @@ pub fn state_backward<B: Backend>(
     let dtype = k.dtype();
     let neg_slopes = slopes.cast(DType::F32).reshape([1, h, 1, 1]).neg();
     let powers = TensorData::new((0..n).rev().map(|p| p as f32).collect(), [1, 1, n, 1]);
-    let weight = (neg_slopes.clone()
-        * Tensor::<B, 4>::from_data(powers, (&k.device(), DType::F32)))
-    .exp();
+    let weight =
+        (neg_slopes.clone() * Tensor::<B, 4>::from_data(powers, (&k.device(), DType::F32))).exp();
     let grad_state = grad_state.cast(DType::F32);
     let dk = (v.cast(DType::F32) * weight.clone()).matmul(grad_state.clone().swap_dims(2, 3));
     let dv = (k.cast(DType::F32) * weight).matmul(grad_state.clone());

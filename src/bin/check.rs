@@ -39,16 +39,31 @@ fn cases() -> Vec<Problem> {
     let mut out = Vec::new();
     let mut seed = 1000;
     for n in [1, 7, 63, 64, 65, 200, 1000] {
-        for (d, e) in [(16, 16), (48, 48), (64, 64), (128, 128), (256, 128), (80, 96), (192, 48)] {
+        for (d, e) in [
+            (16, 16),
+            (48, 48),
+            (64, 64),
+            (128, 128),
+            (256, 128),
+            (80, 96),
+            (192, 48),
+        ] {
             seed += 1;
-            let [b, h] = if n >= 1000 { [1, 2] } else { [[1, 2], [2, 3], [3, 2]][seed % 3] };
+            let [b, h] = if n >= 1000 {
+                [1, 2]
+            } else {
+                [[1, 2], [2, 3], [3, 2]][seed % 3]
+            };
             out.push(problem([b, h, n, d, e], seed as u64, seed % 2 == 0));
         }
     }
     out
 }
 
-fn check<B: LightningBackend>(name: &str, problems: &[(Problem, lightning_op::oracle::Solution)]) -> bool {
+fn check<B: LightningBackend>(
+    name: &str,
+    problems: &[(Problem, lightning_op::oracle::Solution)],
+) -> bool {
     let device = B::Device::default();
     let mut ok = true;
     for (dtype, tol) in DTYPES {
@@ -61,7 +76,10 @@ fn check<B: LightningBackend>(name: &str, problems: &[(Problem, lightning_op::or
         for (p, want) in problems {
             let got = run::<Autodiff<B>>(p, dtype, &device);
             let (field, err) = worst(&got, want);
-            let at = format!("{field} at b={} h={} n={} d={} e={}", p.b, p.h, p.n, p.d, p.e);
+            let at = format!(
+                "{field} at b={} h={} n={} d={} e={}",
+                p.b, p.h, p.n, p.d, p.e
+            );
             if err > tol {
                 failures += 1;
                 println!("  FAIL {name} {dtype:?}: {at}: {err:.3e} > {tol:.0e}");
@@ -90,24 +108,43 @@ where
     let device = B::Device::default();
     let (batch, seq, prompt) = (2, 48, 9);
     let config = tnl_model::TnlConfig::tiny().with_lrpe_layers(vec![0]);
-    let ids: Vec<i64> = (0..batch * seq).map(|i| ((i * 7919 + 13) % config.vocab_size) as i64).collect();
-    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), &device);
+    let ids: Vec<i64> = (0..batch * seq)
+        .map(|i| ((i * 7919 + 13) % config.vocab_size) as i64)
+        .collect();
+    let tokens =
+        Tensor::<B, 2, Int>::from_data(TensorData::new(ids.clone(), [batch, seq]), &device);
     let model = config.init::<B>(&device);
     let want = model.forward(tokens.clone());
     let (_, mut cache) = model.prefill(tokens.clone().slice([0..batch, 0..prompt]), None);
     let mut max_err = 0.0f64;
     for t in prompt..seq {
-        let (logits, next) = model.step(tokens.clone().slice([0..batch, t..t + 1]).reshape([batch]), cache);
+        let (logits, next) = model.step(
+            tokens.clone().slice([0..batch, t..t + 1]).reshape([batch]),
+            cache,
+        );
         cache = next;
-        let want_t = want.clone().slice([0..batch, t..t + 1]).reshape([batch, logits.dims()[1]]);
+        let want_t = want
+            .clone()
+            .slice([0..batch, t..t + 1])
+            .reshape([batch, logits.dims()[1]]);
         max_err = max_err.max(lightning_op::oracle::rel_err(&host(logits), &host(want_t)));
     }
     let ad_device = Default::default();
     let trained = tnl_model::TnlConfig::tiny().init::<Autodiff<B>>(&ad_device);
-    let loss = trained.loss(Tensor::from_data(TensorData::new(ids, [batch, seq]), &ad_device), None);
+    let loss = trained.loss(
+        Tensor::from_data(TensorData::new(ids, [batch, seq]), &ad_device),
+        None,
+    );
     let grads = loss.backward();
-    let grad = trained.embedding().weight.val().grad(&grads).map(host).unwrap_or_default();
-    let grads_ok = !grad.is_empty() && grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0);
+    let grad = trained
+        .embedding()
+        .weight
+        .val()
+        .grad(&grads)
+        .map(host)
+        .unwrap_or_default();
+    let grads_ok =
+        !grad.is_empty() && grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0);
     let ok = max_err <= 1e-4 && grads_ok;
     println!(
         "{name:<8} TNL tiny: step vs parallel logits {max_err:.2e} (<= 1e-4), training gradients {}: {}",
@@ -121,17 +158,36 @@ fn main() {
     let args = Args::parse();
     let start = Instant::now();
     let cases = if args.tnl_only { Vec::new() } else { cases() };
-    let problems: Vec<_> = cases.into_iter().map(|p| { let s = solve(&p); (p, s) }).collect();
-    println!("f64 oracle: {} cases in {:.1}s", problems.len(), start.elapsed().as_secs_f64());
+    let problems: Vec<_> = cases
+        .into_iter()
+        .map(|p| {
+            let s = solve(&p);
+            (p, s)
+        })
+        .collect();
+    println!(
+        "f64 oracle: {} cases in {:.1}s",
+        problems.len(),
+        start.elapsed().as_secs_f64()
+    );
     let mut ok = true;
     for which in args.backend {
         ok &= match which {
             #[cfg(feature = "cuda")]
-            Which::Cuda => check::<burn::backend::Cuda>("cuda", &problems) & check_tnl::<burn::backend::Cuda>("cuda"),
+            Which::Cuda => {
+                check::<burn::backend::Cuda>("cuda", &problems)
+                    & check_tnl::<burn::backend::Cuda>("cuda")
+            }
             #[cfg(feature = "wgpu")]
-            Which::Wgpu => check::<burn::backend::Wgpu>("wgpu", &problems) & check_tnl::<burn::backend::Wgpu>("wgpu"),
+            Which::Wgpu => {
+                check::<burn::backend::Wgpu>("wgpu", &problems)
+                    & check_tnl::<burn::backend::Wgpu>("wgpu")
+            }
             #[cfg(feature = "ndarray")]
-            Which::Ndarray => check::<burn::backend::NdArray>("ndarray", &problems) & check_tnl::<burn::backend::NdArray>("ndarray"),
+            Which::Ndarray => {
+                check::<burn::backend::NdArray>("ndarray", &problems)
+                    & check_tnl::<burn::backend::NdArray>("ndarray")
+            }
         };
     }
     std::process::exit(if ok { 0 } else { 1 });

@@ -116,7 +116,9 @@ where
     Autodiff<B>: LightningBackend,
 {
     fn measure(&self, args: &Args, imp: Impl, table: &'static str, shape: [usize; 5]) -> Row {
-        let sets: Vec<Inputs<B>> = (0..3).map(|_| Inputs::random(shape, self.dtype, &self.device)).collect();
+        let sets: Vec<Inputs<B>> = (0..3)
+            .map(|_| Inputs::random(shape, self.dtype, &self.device))
+            .collect();
         B::memory_cleanup(&self.device);
         let fwd_ms = time::<B>(&self.device, |i| {
             let _ = forward(imp, &sets[i % sets.len()]);
@@ -152,15 +154,24 @@ where
             shapes.push(("fixed 64K tokens h=16", [65536 / n, 16, n, d, d]));
         }
         let elem = self.dtype.size();
-        let impls = args.impls.iter().filter_map(|s| Impl::ALL.into_iter().find(|i| i.name() == s));
+        let impls = args
+            .impls
+            .iter()
+            .filter_map(|s| Impl::ALL.into_iter().find(|i| i.name() == s));
         for imp in impls {
             let mut too_slow = false;
             for &(table, shape) in &shapes {
                 let [b, h, n, d, e] = shape;
                 let largest = (b * h * n * d.max(e) * elem.max(4)) as u64;
-                let fits = imp.scratch_bytes(shape, elem) < 40_000_000_000 && largest <= self.max_buffer;
+                let fits =
+                    imp.scratch_bytes(shape, elem) < 40_000_000_000 && largest <= self.max_buffer;
                 if largest > self.max_buffer {
-                    println!("{} {}: n={n} skipped, a {largest}-byte tensor exceeds the device's {}-byte buffers", self.name, imp.name(), self.max_buffer);
+                    println!(
+                        "{} {}: n={n} skipped, a {largest}-byte tensor exceeds the device's {}-byte buffers",
+                        self.name,
+                        imp.name(),
+                        self.max_buffer
+                    );
                 }
                 if too_slow || !fits {
                     continue;
@@ -180,14 +191,29 @@ where
             .into_iter()
             .map(|context| {
                 let x = Inputs::<B>::random([1, h, context, d, d], self.dtype, &self.device);
-                let (_, state) =
-                    lightning_attention_with_state(x.q.clone(), x.k.clone(), x.v.clone(), x.slopes.clone(), None);
-                let step = |t: &Tensor<B, 4>| t.clone().slice([0..1, 0..h, 0..1]).squeeze_dim::<3>(2);
+                let (_, state) = lightning_attention_with_state(
+                    x.q.clone(),
+                    x.k.clone(),
+                    x.v.clone(),
+                    x.slopes.clone(),
+                    None,
+                );
+                let step =
+                    |t: &Tensor<B, 4>| t.clone().slice([0..1, 0..h, 0..1]).squeeze_dim::<3>(2);
                 let (q, k, v) = (step(&x.q), step(&x.k), step(&x.v));
                 let ms = time::<B>(&self.device, |_| {
-                    let _ = lightning_decode_step(q.clone(), k.clone(), v.clone(), x.slopes.clone(), state.clone());
+                    let _ = lightning_decode_step(
+                        q.clone(),
+                        k.clone(),
+                        v.clone(),
+                        x.slopes.clone(),
+                        state.clone(),
+                    );
                 });
-                println!("{:<6} decode step after {context:>6} tokens: {ms:.4} ms", self.name);
+                println!(
+                    "{:<6} decode step after {context:>6} tokens: {ms:.4} ms",
+                    self.name
+                );
                 (context, ms)
             })
             .collect()
@@ -224,7 +250,11 @@ fn dtype_on<B: Backend>(device: &B::Device, wanted: Precision) -> DType {
         Precision::F16 => DType::F16,
         Precision::Bf16 => DType::BF16,
     };
-    if B::supports_dtype(device, dtype) { dtype } else { DType::F32 }
+    if B::supports_dtype(device, dtype) {
+        dtype
+    } else {
+        DType::F32
+    }
 }
 
 fn main() {
@@ -243,11 +273,17 @@ fn main() {
                 use cubecl::{Runtime, cuda::CudaRuntime};
                 let device = CudaDevice::default();
                 let reserved = |d: &CudaDevice| {
-                    CudaRuntime::client(d).memory_usage().ok().map(|m| m.bytes_reserved)
+                    CudaRuntime::client(d)
+                        .memory_usage()
+                        .ok()
+                        .map(|m| m.bytes_reserved)
                 };
                 let bench = Bench::<burn::backend::Cuda> {
                     name: "cuda",
-                    max_buffer: CudaRuntime::client(&device).properties().memory.max_page_size,
+                    max_buffer: CudaRuntime::client(&device)
+                        .properties()
+                        .memory
+                        .max_page_size,
                     dtype: dtype_on::<burn::backend::Cuda>(&device, args.dtype),
                     device,
                     reserved: &reserved,
@@ -261,11 +297,17 @@ fn main() {
                 use cubecl::{Runtime, wgpu::WgpuRuntime};
                 let device = WgpuDevice::default();
                 let reserved = |d: &WgpuDevice| {
-                    WgpuRuntime::client(d).memory_usage().ok().map(|m| m.bytes_reserved)
+                    WgpuRuntime::client(d)
+                        .memory_usage()
+                        .ok()
+                        .map(|m| m.bytes_reserved)
                 };
                 let bench = Bench::<burn::backend::Wgpu> {
                     name: "wgpu",
-                    max_buffer: WgpuRuntime::client(&device).properties().memory.max_page_size,
+                    max_buffer: WgpuRuntime::client(&device)
+                        .properties()
+                        .memory
+                        .max_page_size,
                     dtype: dtype_on::<burn::backend::Wgpu>(&device, args.dtype),
                     device,
                     reserved: &reserved,
@@ -298,12 +340,21 @@ fn write_csv(args: &Args, rows: &[Row], decode: &[(&str, Vec<(usize, f64)>)]) {
         let [b, h, n, d, e] = r.shape;
         csv += &format!(
             "{},{:?},{},{},{b},{h},{n},{d},{e},{},{},{}\n",
-            r.backend, r.dtype, r.imp, r.table, opt(r.fwd_ms), opt(r.fwd_bwd_ms), opt(r.peak_mb)
+            r.backend,
+            r.dtype,
+            r.imp,
+            r.table,
+            opt(r.fwd_ms),
+            opt(r.fwd_bwd_ms),
+            opt(r.peak_mb)
         );
     }
     for (backend, points) in decode {
         for (context, ms) in points {
-            csv += &format!("{backend},,decode,decode b=1 h=32,1,32,{context},{},{},{ms:.5},,\n", args.dim, args.dim);
+            csv += &format!(
+                "{backend},,decode,decode b=1 h=32,1,32,{context},{},{},{ms:.5},,\n",
+                args.dim, args.dim
+            );
         }
     }
     let path = args.out.join("sweep.csv");
@@ -317,10 +368,15 @@ fn write_csv(args: &Args, rows: &[Row], decode: &[(&str, Vec<(usize, f64)>)]) {
 fn plot(csvs: &[PathBuf], out: &std::path::Path) {
     let mut series = Vec::<Series>::new();
     for path in csvs {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split(',').collect();
-            let (Some(b), Some(n), Some(ms)) = (f[4].parse::<f64>().ok(), f[6].parse::<f64>().ok(), f[10].parse::<f64>().ok()) else {
+            let (Some(b), Some(n), Some(ms)) = (
+                f[4].parse::<f64>().ok(),
+                f[6].parse::<f64>().ok(),
+                f[10].parse::<f64>().ok(),
+            ) else {
                 continue;
             };
             if !f[3].starts_with("fixed batch") {
@@ -330,12 +386,21 @@ fn plot(csvs: &[PathBuf], out: &std::path::Path) {
             let point = (n, b * n / ms / 1e3);
             match series.iter_mut().find(|s| s.label == label) {
                 Some(s) => s.points.push(point),
-                None => series.push(Series { label, points: vec![point] }),
+                None => series.push(Series {
+                    label,
+                    points: vec![point],
+                }),
             }
         }
     }
     let png = out.join("sweep.png");
-    match plot_lines(&png, "b=4, h=32, d=e=128: training throughput (fwd+bwd)", "sequence length n", "Mtokens/s", &series) {
+    match plot_lines(
+        &png,
+        "b=4, h=32, d=e=128: training throughput (fwd+bwd)",
+        "sequence length n",
+        "Mtokens/s",
+        &series,
+    ) {
         Ok(()) => println!("wrote {}", png.display()),
         Err(e) => println!("no plot: {e}"),
     }
@@ -356,8 +421,13 @@ fn summary(rows: &[Row], bandwidth: f64) {
             .filter_map(|r| r.fwd_bwd_ms)
             .collect();
         if times.len() > 1 {
-            let (lo, hi) = times.iter().fold((f64::MAX, 0f64), |(l, h), &t| (l.min(t), h.max(t)));
-            println!("{backend} {imp}: fixed 64K tokens, slowest / fastest fwd+bwd = {:.2}", hi / lo);
+            let (lo, hi) = times
+                .iter()
+                .fold((f64::MAX, 0f64), |(l, h), &t| (l.min(t), h.max(t)));
+            println!(
+                "{backend} {imp}: fixed 64K tokens, slowest / fastest fwd+bwd = {:.2}",
+                hi / lo
+            );
         }
     }
 }

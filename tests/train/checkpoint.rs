@@ -26,9 +26,14 @@ fn corrupt_or_mismatched_checkpoints_are_refused() {
         err.contains("does not match") && err.contains("d_model"),
         "{err}"
     );
-    let err = train_main(short_args(&data, &run, 30, &["--resume", "--weight-decay", "0.5"]))
-        .expect_err("another weight decay must be refused")
-        .to_string();
+    let err = train_main(short_args(
+        &data,
+        &run,
+        30,
+        &["--resume", "--weight-decay", "0.5"],
+    ))
+    .expect_err("another weight decay must be refused")
+    .to_string();
     assert!(
         err.contains("does not match") && err.contains("weight_decay"),
         "{err}"

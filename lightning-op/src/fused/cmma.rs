@@ -34,8 +34,7 @@ const UNITS: usize = 32 * WARPS as usize;
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage.
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
-    (2 * BLK * dcap + BLK * EV + BLK * BLK + dcap * EV) * elem
-        + (STAGE + dcap * EV + BLK + 1) * 4
+    (2 * BLK * dcap + BLK * EV + BLK * BLK + dcap * EV) * elem + (STAGE + dcap * EV + BLK + 1) * 4
 }
 
 /// Time index of the `i`-th token in sweep order.
@@ -78,8 +77,16 @@ fn mma<F: Float>(
 ) {
     let lhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, T, T, T, a_layout) };
     let rhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, T, T, T, b_layout) };
-    cmma::load(&lhs, &a.slice(a_at, tile_end(a_at, a_stride)), a_stride as u32);
-    cmma::load(&rhs, &b.slice(b_at, tile_end(b_at, b_stride)), b_stride as u32);
+    cmma::load(
+        &lhs,
+        &a.slice(a_at, tile_end(a_at, a_stride)),
+        a_stride as u32,
+    );
+    cmma::load(
+        &rhs,
+        &b.slice(b_at, tile_end(b_at, b_stride)),
+        b_stride as u32,
+    );
     cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
 }
 
@@ -238,7 +245,8 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                         );
                     }
                     cmma::store(
-                        &mut ss.slice_mut(ti * T * BLK + tj * T, tile_end(ti * T * BLK + tj * T, BLK)),
+                        &mut ss
+                            .slice_mut(ti * T * BLK + tj * T, tile_end(ti * T * BLK + tj * T, BLK)),
                         &acc,
                         BLK as u32,
                         MatrixLayout::RowMajor,
@@ -332,9 +340,20 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
             let c = tile % v_tiles;
             let at = r * T * EV + c * T;
             let acc = unsafe {
-                Matrix::<f32>::uninitialized(MatrixIdent::Accumulator, T, T, T, MatrixLayout::Undefined)
+                Matrix::<f32>::uninitialized(
+                    MatrixIdent::Accumulator,
+                    T,
+                    T,
+                    T,
+                    MatrixLayout::Undefined,
+                )
             };
-            cmma::load_with_layout(&acc, &kv.slice(at, tile_end(at, EV)), EV as u32, MatrixLayout::RowMajor);
+            cmma::load_with_layout(
+                &acc,
+                &kv.slice(at, tile_end(at, EV)),
+                EV as u32,
+                MatrixLayout::RowMajor,
+            );
             for kk in 0..row_tiles {
                 mma::<F>(
                     &acc,
@@ -348,7 +367,12 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                     MatrixLayout::RowMajor,
                 );
             }
-            cmma::store(&mut kv.slice_mut(at, tile_end(at, EV)), &acc, EV as u32, MatrixLayout::RowMajor);
+            cmma::store(
+                &mut kv.slice_mut(at, tile_end(at, EV)),
+                &acc,
+                EV as u32,
+                MatrixLayout::RowMajor,
+            );
             tile += warps;
         }
         sync_cube();

@@ -13,8 +13,8 @@ use burn_cubecl::{
     tensor::CubeTensor,
 };
 use burn_std::{Metadata, Strides};
-use cubecl::ir::features::MmaConfig;
 use cubecl::calculate_cube_count_elemwise;
+use cubecl::ir::features::MmaConfig;
 use cubecl::prelude::*;
 
 use super::cmma::{self, sweep_cmma_kernel};
@@ -72,7 +72,12 @@ enum Kernel {
 }
 
 impl Kernel {
-    fn choose<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, dqk: usize, dv: usize) -> Self {
+    fn choose<R: CubeRuntime>(
+        client: &ComputeClient<R>,
+        dtype: DType,
+        dqk: usize,
+        dv: usize,
+    ) -> Self {
         let props = client.properties();
         let max_shared = props.hardware.max_shared_memory_size;
         let dcap = dqk.next_multiple_of(16);
@@ -86,7 +91,11 @@ impl Kernel {
             k: 16,
         });
         let half = matches!(dtype, DType::F16 | DType::BF16);
-        if half && has_cmma && cmma::shared_bytes(dcap, dtype.size()) <= max_shared && !scalar_forced() {
+        if half
+            && has_cmma
+            && cmma::shared_bytes(dcap, dtype.size()) <= max_shared
+            && !scalar_forced()
+        {
             Kernel::Cmma { dcap }
         } else {
             Kernel::Scalar(choose_tiles(dqk, dv, max_shared))
@@ -149,7 +158,12 @@ fn with_segment_dim<R: CubeRuntime>(tensor: CubeTensor<R>) -> CubeTensor<R> {
 }
 
 fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
-    empty_device_contiguous_dtype(like.client.clone(), like.device.clone(), Shape::from(shape), dtype)
+    empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape),
+        dtype,
+    )
 }
 
 pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
@@ -182,7 +196,10 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     );
     let blk = kernel.block();
     // Widest access that divides both head dims (the tensors are contiguous).
-    let vec = [8, 4, 2, 1].into_iter().find(|w| dqk % w == 0 && dv % w == 0).unwrap_or(1);
+    let vec = [8, 4, 2, 1]
+        .into_iter()
+        .find(|w| dqk % w == 0 && dv % w == 0)
+        .unwrap_or(1);
     let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
     let seg_len = n.div_ceil(segments).next_multiple_of(blk);
     let segments = n.div_ceil(seg_len);

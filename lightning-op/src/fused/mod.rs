@@ -94,7 +94,11 @@ where
         let h = k.meta.shape()[1];
         let slopes = fp32::<Self>(slopes);
         let grad_state = fp32::<Self>(grad_state);
-        let dk = state_grad(v, Self::float_swap_dims(grad_state.clone(), 2, 3), slopes.clone());
+        let dk = state_grad(
+            v,
+            Self::float_swap_dims(grad_state.clone(), 2, 3),
+            slopes.clone(),
+        );
         let dv = state_grad(k, grad_state.clone(), slopes.clone());
         // dS0 = lambda^n dS, elementwise in fp32.
         let decay = Self::float_exp(Self::float_mul_scalar(
@@ -104,7 +108,6 @@ where
         [dk, dv, Self::float_mul(grad_state, decay)]
     }
 }
-
 
 fn fp32<B: FloatTensorOps<B> + burn::tensor::backend::Backend>(
     t: FloatTensor<B>,

@@ -20,7 +20,12 @@ fn slopes<Bk: Backend>(values: &[f32]) -> Tensor<Bk, 1> {
     expected = "lightning_attention: q and k must have the same shape [batch, heads, seq, d]; got q [2, 4, 64, 32] and k [2, 4, 65, 32]"
 )]
 fn seq_mismatch_q_k() {
-    lightning_attention::<B>(t([2, 4, 64, 32]), t([2, 4, 65, 32]), t([2, 4, 64, 16]), slopes(&[0.1; 4]));
+    lightning_attention::<B>(
+        t([2, 4, 64, 32]),
+        t([2, 4, 65, 32]),
+        t([2, 4, 64, 16]),
+        slopes(&[0.1; 4]),
+    );
 }
 
 #[test]
@@ -28,7 +33,12 @@ fn seq_mismatch_q_k() {
     expected = "lightning_attention: q and k must have the same shape [batch, heads, seq, d]; got q [2, 4, 64, 32] and k [2, 4, 64, 16]"
 )]
 fn dim_mismatch_q_k() {
-    lightning_attention::<B>(t([2, 4, 64, 32]), t([2, 4, 64, 16]), t([2, 4, 64, 16]), slopes(&[0.1; 4]));
+    lightning_attention::<B>(
+        t([2, 4, 64, 32]),
+        t([2, 4, 64, 16]),
+        t([2, 4, 64, 16]),
+        slopes(&[0.1; 4]),
+    );
 }
 
 #[test]
@@ -36,19 +46,34 @@ fn dim_mismatch_q_k() {
     expected = "lightning_attention: v must have the batch, heads and seq of q; got q [2, 4, 64, 32] and v [3, 4, 64, 16] (expected v [2, 4, 64, e])"
 )]
 fn batch_mismatch_v() {
-    lightning_attention::<B>(t([2, 4, 64, 32]), t([2, 4, 64, 32]), t([3, 4, 64, 16]), slopes(&[0.1; 4]));
+    lightning_attention::<B>(
+        t([2, 4, 64, 32]),
+        t([2, 4, 64, 32]),
+        t([3, 4, 64, 16]),
+        slopes(&[0.1; 4]),
+    );
 }
 
 #[test]
 #[should_panic(expected = "lightning_attention: v must have the batch, heads and seq of q")]
 fn heads_mismatch_v() {
-    lightning_attention::<B>(t([2, 4, 64, 32]), t([2, 4, 64, 32]), t([2, 5, 64, 16]), slopes(&[0.1; 4]));
+    lightning_attention::<B>(
+        t([2, 4, 64, 32]),
+        t([2, 4, 64, 32]),
+        t([2, 5, 64, 16]),
+        slopes(&[0.1; 4]),
+    );
 }
 
 #[test]
 #[should_panic(expected = "lightning_attention: slopes must be [heads] = [4]; got [3]")]
 fn slopes_length() {
-    lightning_attention::<B>(t([2, 4, 8, 32]), t([2, 4, 8, 32]), t([2, 4, 8, 16]), slopes(&[0.1; 3]));
+    lightning_attention::<B>(
+        t([2, 4, 8, 32]),
+        t([2, 4, 8, 32]),
+        t([2, 4, 8, 16]),
+        slopes(&[0.1; 3]),
+    );
 }
 
 #[test]
@@ -56,19 +81,36 @@ fn slopes_length() {
     expected = "lightning_attention: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got -0.5 for head 2"
 )]
 fn negative_slope() {
-    lightning_attention::<B>(t([1, 4, 8, 8]), t([1, 4, 8, 8]), t([1, 4, 8, 8]), slopes(&[0.1, 0.0, -0.5, 1.0]));
+    lightning_attention::<B>(
+        t([1, 4, 8, 8]),
+        t([1, 4, 8, 8]),
+        t([1, 4, 8, 8]),
+        slopes(&[0.1, 0.0, -0.5, 1.0]),
+    );
 }
 
 #[test]
-#[should_panic(expected = "lightning_attention: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got NaN for head 0")]
+#[should_panic(
+    expected = "lightning_attention: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got NaN for head 0"
+)]
 fn nan_slope() {
-    lightning_attention::<B>(t([1, 2, 8, 8]), t([1, 2, 8, 8]), t([1, 2, 8, 8]), slopes(&[f32::NAN, 0.0]));
+    lightning_attention::<B>(
+        t([1, 2, 8, 8]),
+        t([1, 2, 8, 8]),
+        t([1, 2, 8, 8]),
+        slopes(&[f32::NAN, 0.0]),
+    );
 }
 
 #[test]
 #[should_panic(expected = "got inf for head 1")]
 fn infinite_slope_on_wgpu_before_launch() {
-    lightning_attention::<Wgpu>(t([1, 2, 8, 8]), t([1, 2, 8, 8]), t([1, 2, 8, 8]), slopes(&[0.0, f32::INFINITY]));
+    lightning_attention::<Wgpu>(
+        t([1, 2, 8, 8]),
+        t([1, 2, 8, 8]),
+        t([1, 2, 8, 8]),
+        slopes(&[0.0, f32::INFINITY]),
+    );
 }
 
 #[test]
@@ -76,7 +118,12 @@ fn infinite_slope_on_wgpu_before_launch() {
     expected = "lightning_attention: head dim d (q and k) must be in 1..=256; got 257 (shape [1, 1, 4, 257])"
 )]
 fn head_dim_too_large() {
-    lightning_attention::<B>(t([1, 1, 4, 257]), t([1, 1, 4, 257]), t([1, 1, 4, 8]), slopes(&[0.1]));
+    lightning_attention::<B>(
+        t([1, 1, 4, 257]),
+        t([1, 1, 4, 257]),
+        t([1, 1, 4, 8]),
+        slopes(&[0.1]),
+    );
 }
 
 #[test]
@@ -84,13 +131,23 @@ fn head_dim_too_large() {
     expected = "lightning_attention: head dim e (v) must be in 1..=256; got 300 (shape [1, 1, 4, 300])"
 )]
 fn value_dim_too_large_on_wgpu() {
-    lightning_attention::<Wgpu>(t([1, 1, 4, 8]), t([1, 1, 4, 8]), t([1, 1, 4, 300]), slopes(&[0.1]));
+    lightning_attention::<Wgpu>(
+        t([1, 1, 4, 8]),
+        t([1, 1, 4, 8]),
+        t([1, 1, 4, 300]),
+        slopes(&[0.1]),
+    );
 }
 
 #[test]
 #[should_panic(expected = "lightning_attention: head dim e (v) must be in 1..=256; got 0")]
 fn value_dim_zero() {
-    lightning_attention::<B>(t([1, 1, 4, 8]), t([1, 1, 4, 8]), t([1, 1, 4, 0]), slopes(&[0.1]));
+    lightning_attention::<B>(
+        t([1, 1, 4, 8]),
+        t([1, 1, 4, 8]),
+        t([1, 1, 4, 0]),
+        slopes(&[0.1]),
+    );
 }
 
 #[test]
@@ -123,7 +180,13 @@ fn dtype_mismatch() {
     expected = "lightning_decode_step: state must be [batch, heads, d, e] = [1, 2, 8, 4]; got [1, 2, 4, 8]"
 )]
 fn decode_state_shape() {
-    lightning_decode_step::<B>(t([1, 2, 8]), t([1, 2, 8]), t([1, 2, 4]), slopes(&[0.1, 0.2]), t([1, 2, 4, 8]));
+    lightning_decode_step::<B>(
+        t([1, 2, 8]),
+        t([1, 2, 8]),
+        t([1, 2, 4]),
+        slopes(&[0.1, 0.2]),
+        t([1, 2, 4, 8]),
+    );
 }
 
 #[test]
@@ -131,5 +194,11 @@ fn decode_state_shape() {
     expected = "lightning_decode_step: v must have the batch and heads of q; got q [1, 2, 8] and v [1, 3, 4] (expected v [1, 2, e])"
 )]
 fn decode_heads_mismatch() {
-    lightning_decode_step::<B>(t([1, 2, 8]), t([1, 2, 8]), t([1, 3, 4]), slopes(&[0.1, 0.2]), t([1, 2, 8, 4]));
+    lightning_decode_step::<B>(
+        t([1, 2, 8]),
+        t([1, 2, 8]),
+        t([1, 3, 4]),
+        slopes(&[0.1, 0.2]),
+        t([1, 2, 8, 4]),
+    );
 }

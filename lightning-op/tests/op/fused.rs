@@ -25,7 +25,10 @@ fn fused_matches_reference_over_lengths_and_dims() {
             let bh = [[1, 2], [2, 3], [3, 2]][seed as usize % 3];
             let with_state = seed % 2 == 0;
             let p = problem([bh[0], bh[1], n, d, e], seed, with_state);
-            check(&p, &format!("fused n={n} d={d} e={e} bh={bh:?} state={with_state}"));
+            check(
+                &p,
+                &format!("fused n={n} d={d} e={e} bh={bh:?} state={with_state}"),
+            );
         }
     }
 }
@@ -101,4 +104,3 @@ proptest! {
         check(&p, &format!("proptest b={b} h={h} n={n} d={d} e={e} state={with_state}"));
     }
 }
-

@@ -43,7 +43,10 @@ fn prefill_then_decode<B: LightningBackend>(split: usize) {
     let err_o = rel_err(&host(Tensor::cat(outputs, 2)), &host(o_all));
     let err_s = rel_err(&host(state), &host(s_all));
     assert!(err_o < 1e-5, "split {split}: outputs differ by {err_o:.2e}");
-    assert!(err_s < 1e-5, "split {split}: final states differ by {err_s:.2e}");
+    assert!(
+        err_s < 1e-5,
+        "split {split}: final states differ by {err_s:.2e}"
+    );
 }
 
 #[test]
@@ -88,7 +91,10 @@ fn chained<B: LightningBackend>(device: &B::Device) {
         );
         let err_o = rel_err(&host(Tensor::cat(vec![o1, o2], 2)), &host(o_all));
         let err_s = rel_err(&host(s2), &host(s_all));
-        assert!(err_o < 1e-5 && err_s < 1e-5, "n={n} split={split}: {err_o:.2e} {err_s:.2e}");
+        assert!(
+            err_o < 1e-5 && err_s < 1e-5,
+            "n={n} split={split}: {err_o:.2e} {err_s:.2e}"
+        );
     }
 }
 

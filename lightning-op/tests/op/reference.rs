@@ -25,7 +25,10 @@ fn naive_gradients_match_finite_differences() {
             })
             .collect();
         let err = rel_err(grad, &numeric);
-        assert!(err < 1e-7, "{name}: analytic vs finite-difference error {err:.2e}");
+        assert!(
+            err < 1e-7,
+            "{name}: analytic vs finite-difference error {err:.2e}"
+        );
     }
 }
 

@@ -12,7 +12,10 @@ pub type Fused = Autodiff<Wgpu>;
 /// Every output and gradient of `got` within `tol` (relative) of `want`.
 pub fn assert_close(got: &Solution, want: &Solution, tol: f64, what: &str) {
     let (field, err) = worst(got, want);
-    assert!(err <= tol, "{what}: {field} relative error {err:.3e} > {tol:.0e}");
+    assert!(
+        err <= tol,
+        "{what}: {field} relative error {err:.3e} > {tol:.0e}"
+    );
 }
 
 /// Runs the problem in f32 on backend `B`'s default device.
