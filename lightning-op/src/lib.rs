@@ -35,6 +35,7 @@ pub mod oracle;
 pub mod recurrent;
 pub mod reference;
 
+pub use autodiff::AutodiffInner;
 pub use checks::MAX_HEAD_DIM;
 pub use recurrent::lightning_decode_step;
 

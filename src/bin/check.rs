@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
-use lightning_op::LightningBackend;
+use lightning_op::AutodiffInner;
 use lightning_op::oracle::{Problem, host, problem, run, solve, worst};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -60,7 +60,7 @@ fn cases() -> Vec<Problem> {
     out
 }
 
-fn check<B: LightningBackend>(
+fn check<B: AutodiffInner>(
     name: &str,
     problems: &[(Problem, lightning_op::oracle::Solution)],
 ) -> bool {
@@ -100,10 +100,7 @@ fn check<B: LightningBackend>(
 
 /// TransNormerLLM on the same backend (tiny preset, f32): the recurrent step's logits equal
 /// the parallel forward's, and a training step's gradients are finite and not all zero.
-fn check_tnl<B: LightningBackend>(name: &str) -> bool
-where
-    Autodiff<B>: LightningBackend,
-{
+fn check_tnl<B: AutodiffInner>(name: &str) -> bool {
     use burn::tensor::{Int, Tensor, TensorData};
     let device = B::Device::default();
     let (batch, seq, prompt) = (2, 48, 9);

@@ -14,7 +14,7 @@ use burn::tensor::{DType, Tensor, backend::Backend};
 use clap::{Parser, ValueEnum};
 use lightning_attention::bench::{Impl, Inputs, forward, forward_backward};
 use lightning_attention::plot::{Series, plot_lines};
-use lightning_op::{LightningBackend, lightning_attention_with_state, lightning_decode_step};
+use lightning_op::{AutodiffInner, lightning_attention_with_state, lightning_decode_step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Which {
@@ -49,6 +49,10 @@ struct Args {
     /// Largest n for the fixed-batch table.
     #[arg(long, default_value_t = 32768)]
     max_n: usize,
+    /// Time only these shapes, `B,H,N` each (repeatable), instead of the two tables and
+    /// the decode steps: one shape under a profiler, or a shape of one's own model.
+    #[arg(long, value_parser = parse_shape)]
+    shape: Vec<[usize; 3]>,
     /// Head dims d = e.
     #[arg(long, default_value_t = 128)]
     dim: usize,
@@ -111,10 +115,7 @@ struct Bench<'a, B: Backend> {
     max_buffer: u64,
 }
 
-impl<B: LightningBackend> Bench<'_, B>
-where
-    Autodiff<B>: LightningBackend,
-{
+impl<B: AutodiffInner> Bench<'_, B> {
     fn measure(&self, args: &Args, imp: Impl, table: &'static str, shape: [usize; 5]) -> Row {
         let sets: Vec<Inputs<B>> = (0..3)
             .map(|_| Inputs::random(shape, self.dtype, &self.device))
@@ -145,12 +146,18 @@ where
     fn run(&self, args: &Args, rows: &mut Vec<Row>) {
         let d = args.dim;
         let mut shapes: Vec<(&'static str, [usize; 5])> = Vec::new();
+        for &[b, h, n] in &args.shape {
+            shapes.push(("chosen", [b, h, n, d, d]));
+        }
         let mut n = 1024;
-        while n <= args.max_n {
+        while args.shape.is_empty() && n <= args.max_n {
             shapes.push(("fixed batch b=4 h=32", [4, 32, n, d, d]));
             n *= 2;
         }
-        for n in [2048, 8192, 32768, 65536] {
+        for n in [2048, 8192, 32768, 65536]
+            .into_iter()
+            .filter(|_| args.shape.is_empty())
+        {
             shapes.push(("fixed 64K tokens h=16", [65536 / n, 16, n, d, d]));
         }
         let elem = self.dtype.size();
@@ -189,6 +196,7 @@ where
         let (h, d) = (32, args.dim);
         [1024, 4096, 16384, 65536]
             .into_iter()
+            .filter(|_| args.shape.is_empty())
             .map(|context| {
                 let x = Inputs::<B>::random([1, h, context, d, d], self.dtype, &self.device);
                 let (_, state) = lightning_attention_with_state(
@@ -217,6 +225,20 @@ where
                 (context, ms)
             })
             .collect()
+    }
+}
+
+fn parse_shape(text: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<usize> = text
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--shape {text}: {e}; expected B,H,N such as 4,32,1024"))?;
+    match parts[..] {
+        [b, h, n] if b > 0 && h > 0 && n > 0 => Ok([b, h, n]),
+        _ => Err(format!(
+            "--shape {text}: expected three positive numbers B,H,N such as 4,32,1024"
+        )),
     }
 }
 

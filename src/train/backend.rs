@@ -1,10 +1,13 @@
-//! Choosing the backend and the devices at run time.
+//! Choosing the backend, the devices and the data-parallel strategy at run time.
 //!
 //! Each backend is compiled in by its cargo feature (`cuda`, `wgpu`, `ndarray`; all three by
 //! default). The generic training code is instantiated once per backend inside this crate
 //! (see [`super::cli`]), so the examples stay thin and cheap to build.
 
 use std::fmt;
+
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ExecutionStrategy, MultiDeviceOptim};
 
 /// `--backend`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -68,4 +71,64 @@ pub fn parse_devices(text: &str) -> Result<Vec<usize>, String> {
         ));
     }
     Ok(devices)
+}
+
+/// How burn-train spreads one run over the devices of a backend.
+///
+/// CUDA built with the `ddp` feature uses burn-train's distributed data parallel strategy:
+/// one worker thread and one model copy per GPU, each parameter's gradient all-reduced
+/// (mean, NCCL through CubeCL) as soon as the backward pass has produced it on every GPU,
+/// then every copy takes the same optimizer step. Burn 0.21 implements that all-reduce
+/// only for CUDA (CubeCL's WGPU server has no collective, NdArray no `DistributedBackend`),
+/// so every other backend runs burn-train's multi-device strategy: gradients gathered on
+/// the first device, which alone runs the optimizer. With one device both are one plain
+/// training loop.
+pub trait DataParallel: AutodiffBackend {
+    /// Whether [`Self::execution`] is DDP. DDP advances the learning-rate schedule once
+    /// per batch (each worker steps it once for every device), the multi-device strategy
+    /// once per optimizer step (one batch per device).
+    const DDP: bool;
+
+    fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self>;
+}
+
+fn multi_device<B: AutodiffBackend>(devices: Vec<B::Device>) -> ExecutionStrategy<B> {
+    ExecutionStrategy::multi(devices, MultiDeviceOptim::OptimMainDevice)
+}
+
+#[cfg(feature = "ndarray")]
+impl DataParallel for burn::backend::Autodiff<burn::backend::NdArray> {
+    const DDP: bool = false;
+
+    fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self> {
+        multi_device(devices)
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl DataParallel for burn::backend::Autodiff<burn::backend::Wgpu> {
+    const DDP: bool = false;
+
+    fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self> {
+        multi_device(devices)
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl DataParallel for burn::backend::Autodiff<burn::backend::Cuda> {
+    const DDP: bool = cfg!(feature = "ddp");
+
+    #[cfg(feature = "ddp")]
+    fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self> {
+        use burn::tensor::backend::distributed::{DistributedConfig, ReduceOperation};
+        let config = DistributedConfig {
+            all_reduce_op: ReduceOperation::Mean,
+        };
+        ExecutionStrategy::ddp(devices, config)
+    }
+
+    #[cfg(not(feature = "ddp"))]
+    fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self> {
+        multi_device(devices)
+    }
 }

@@ -14,7 +14,7 @@ use clap::{Args, Parser, ValueEnum};
 use lightning_op::{LightningAutodiffBackend, LightningBackend};
 use tnl_model::{GenerateConfig, Tnl, TnlConfig};
 
-use super::backend::{BackendChoice, parse_devices};
+use super::backend::{BackendChoice, DataParallel, parse_devices};
 use super::checkpoint::{latest_checkpoint, load_model, read_meta};
 use super::corpus::{load_corpus, shakespeare};
 use super::data::TokenData;
@@ -78,6 +78,10 @@ pub struct ModelArgs {
     /// Override the preset's SGLU width.
     #[arg(long)]
     pub glu_dim: Option<usize>,
+    /// Embedding rows, at least the tokenizer's vocabulary (the default): e.g. the
+    /// preset's 64000 to time the paper's model on byte-level text.
+    #[arg(long)]
+    pub vocab_size: Option<usize>,
 }
 
 /// Optimisation settings (saved with the run; `--resume` needs the same).
@@ -235,7 +239,15 @@ pub fn model_spec(
         Preset::Tnl1b => TnlConfig::tnl_1b(),
         Preset::Tnl7b => TnlConfig::tnl_7b(),
     };
-    config.vocab_size = vocab;
+    config.vocab_size = match args.vocab_size {
+        Some(v) if v < vocab => {
+            return Err(TrainError::Config(format!(
+                "--vocab-size {v} is smaller than the tokenizer's vocabulary ({vocab})"
+            )));
+        }
+        Some(v) => v,
+        None => vocab,
+    };
     if let Some(v) = args.d_model {
         config.d_model = v;
     }
@@ -265,7 +277,7 @@ pub trait OnBackend {
     type Output;
     fn run<B>(self, devices: Vec<B::Device>) -> Self::Output
     where
-        B: LightningAutodiffBackend,
+        B: LightningAutodiffBackend + DataParallel,
         B::InnerBackend: LightningBackend;
 }
 
@@ -342,7 +354,7 @@ impl OnBackend for TrainJob<'_> {
 
     fn run<B>(self, devices: Vec<B::Device>) -> Self::Output
     where
-        B: LightningAutodiffBackend,
+        B: LightningAutodiffBackend + DataParallel,
         B::InnerBackend: LightningBackend,
     {
         let args = self.args;
@@ -534,7 +546,7 @@ impl OnBackend for GenerateJob<'_> {
 
     fn run<B>(self, devices: Vec<B::Device>) -> Self::Output
     where
-        B: LightningAutodiffBackend,
+        B: LightningAutodiffBackend + DataParallel,
         B::InnerBackend: LightningBackend,
     {
         generate_on::<<B as AutodiffBackend>::InnerBackend>(self.args, &devices[0])
@@ -678,7 +690,7 @@ impl OnBackend for CompareJob<'_> {
 
     fn run<B>(self, devices: Vec<B::Device>) -> Self::Output
     where
-        B: LightningAutodiffBackend,
+        B: LightningAutodiffBackend + DataParallel,
         B::InnerBackend: LightningBackend,
     {
         let cpu = self.args.device.backend == BackendChoice::Ndarray;
@@ -838,7 +850,7 @@ impl OnBackend for SwapJob<'_> {
 
     fn run<B>(self, devices: Vec<B::Device>) -> Self::Output
     where
-        B: LightningAutodiffBackend,
+        B: LightningAutodiffBackend + DataParallel,
         B::InnerBackend: LightningBackend,
     {
         let config = SwapConfig {

@@ -58,7 +58,7 @@ pub struct ProgressRenderer {
     names: HashMap<MetricId, String>,
     steps_per_epoch: usize,
     total_steps: usize,
-    tokens_per_step: usize,
+    tokens_per_batch: usize,
     /// Print a training line every this many steps; 0 prints nothing at all.
     log_every: usize,
     /// Shown next to validation losses.
@@ -66,6 +66,10 @@ pub struct ProgressRenderer {
     started: Instant,
     last_step_at: Option<(usize, Instant)>,
     window: Vec<f64>,
+    /// Training seconds and tokens since the last progress line: the line shows the
+    /// current throughput, not one diluted by the first steps' kernel compilation.
+    window_seconds: f64,
+    window_tokens: usize,
     lr: f64,
     valid_losses: Vec<f64>,
     valid_perplexity: f64,
@@ -76,7 +80,7 @@ impl ProgressRenderer {
         history: Arc<Mutex<History>>,
         steps_per_epoch: usize,
         total_steps: usize,
-        tokens_per_step: usize,
+        tokens_per_batch: usize,
         log_every: usize,
         baseline: Option<f64>,
     ) -> Self {
@@ -85,12 +89,14 @@ impl ProgressRenderer {
             names: HashMap::new(),
             steps_per_epoch,
             total_steps,
-            tokens_per_step,
+            tokens_per_batch,
             log_every,
             baseline,
             started: Instant::now(),
             last_step_at: None,
             window: Vec::new(),
+            window_seconds: 0.0,
+            window_tokens: 0,
             lr: f64::NAN,
             valid_losses: Vec::new(),
             valid_perplexity: f64::NAN,
@@ -139,26 +145,38 @@ impl MetricsRendererTraining for ProgressRenderer {
     fn render_train(&mut self, item: TrainingProgress, _indicators: Vec<ProgressType>) {
         let step = self.step_of(&item);
         let now = Instant::now();
+        // Steps count batches over all devices. Under DDP every worker reports its batch with
+        // the same step number, so a step already seen is another device's copy of it.
+        if self.last_step_at.is_some_and(|(prev, _)| step <= prev) {
+            return;
+        }
         {
             let mut history = self.history.lock().unwrap();
             if let Some(&loss) = self.window.last() {
                 history.train.push((step, loss));
             }
-            // Time between consecutive steps of one epoch: validation and checkpoints,
-            // which run between epochs, stay out of the throughput.
+            // Time between steps of one epoch only: validation and checkpoints, which run
+            // between epochs, stay out of the throughput. The previous step is in this epoch
+            // when this step's place in the epoch is past the jump since it.
             if let Some((prev, at)) = self.last_step_at
-                && prev + 1 == step
-                && item.iteration != Some(1)
+                && item.iteration.unwrap_or(0) > step - prev
             {
-                history.train_seconds += (now - at).as_secs_f64();
-                history.train_tokens += self.tokens_per_step;
+                let (seconds, tokens) = (
+                    (now - at).as_secs_f64(),
+                    self.tokens_per_batch * (step - prev),
+                );
+                history.train_seconds += seconds;
+                history.train_tokens += tokens;
+                self.window_seconds += seconds;
+                self.window_tokens += tokens;
             }
         }
         self.last_step_at = Some((step, now));
         let due = self.log_every > 0 && (step % self.log_every == 0 || step == self.total_steps);
         if due && !self.window.is_empty() {
             let loss = self.window.iter().sum::<f64>() / self.window.len() as f64;
-            let tps = self.history.lock().unwrap().tokens_per_second();
+            let tps = self.window_tokens as f64 / self.window_seconds.max(1e-9);
+            (self.window_seconds, self.window_tokens) = (0.0, 0);
             println!(
                 "step {step:>6}/{} | train loss {loss:.3} | ppl {:>7.2} | lr {:.2e} | {:>7.0} tok/s | {}",
                 self.total_steps,

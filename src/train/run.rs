@@ -8,10 +8,12 @@
 //! function of `(seed, step)` ([`super::data`]), so a resumed run sees exactly the batches the
 //! uninterrupted one would have.
 //!
-//! Devices: [`fit`] always goes through burn-train's `ExecutionStrategy::MultiDevice`, which
-//! burn-train runs as its single-device strategy when given one device, and as its
-//! data-parallel multi-device strategy (one model copy per device, gradients gathered on the
-//! first device, which runs the optimizer) when given several.
+//! Devices: [`fit`] hands the devices to burn-train through the backend's
+//! [`DataParallel`] strategy: DDP on CUDA built with `--features ddp` (gradients all-reduced,
+//! every device steps its own optimizer copy), the multi-device strategy elsewhere (gradients
+//! gathered on the first device). `--steps` and `--checkpoint-every` count batches over all
+//! devices: N devices take N batches per optimizer step, so the run makes `steps / N`
+//! optimizer steps and the warmup and cosine are counted in those.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,11 +28,10 @@ use burn::optim::{AdamW, AdamWConfig, Optimizer, adaptor::OptimizerAdaptor};
 use burn::tensor::backend::Backend;
 use burn::train::checkpoint::KeepLastNCheckpoints;
 use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
-use burn::train::{
-    ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining, TrainingStrategy,
-};
+use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use lightning_op::{LightningAutodiffBackend, LightningBackend};
 
+use super::backend::DataParallel;
 use super::checkpoint::{
     CheckpointError, CheckpointRecorder, RunMeta, check_meta, checkpoint_file, latest_checkpoint,
     load_model, load_record, read_meta, start_fresh,
@@ -139,16 +140,23 @@ pub struct WarmupCosine {
 }
 
 impl WarmupCosine {
-    /// The schedule of `config` over `devices` devices: with N devices burn-train takes one
-    /// batch per device per optimizer step, so the run makes `steps / N` optimizer steps
-    /// and the warmup and the cosine are counted in those.
-    pub fn new(config: &TrainingConfig, devices: usize) -> Self {
+    /// The schedule of `config` over `devices` devices. N devices take N batches per
+    /// optimizer step, so the warmup and the cosine span `steps / N` optimizer steps; the
+    /// scheduler itself is stepped `lr_steps_per_optimizer_step` times per optimizer step
+    /// (1 for burn-train's multi-device strategy, N for its DDP, whose every worker steps it
+    /// once per device), and the schedule is stretched to match.
+    pub fn new(
+        config: &TrainingConfig,
+        devices: usize,
+        lr_steps_per_optimizer_step: usize,
+    ) -> Self {
         let n = devices.max(1);
+        let k = lr_steps_per_optimizer_step.max(1);
         Self {
             peak: config.lr,
             min: config.lr * config.min_lr_ratio,
-            warmup: config.warmup_steps.div_ceil(n),
-            total: config.steps.div_ceil(n),
+            warmup: config.warmup_steps.div_ceil(n) * k,
+            total: config.steps.div_ceil(n) * k,
             step: 0,
         }
     }
@@ -287,7 +295,7 @@ pub fn fit<B>(
     devices: &[B::Device],
 ) -> Result<FitReport<B::InnerBackend>, TrainError>
 where
-    B: LightningAutodiffBackend,
+    B: LightningAutodiffBackend + DataParallel,
     B::InnerBackend: LightningBackend,
 {
     training.check()?;
@@ -362,16 +370,18 @@ where
         .with_weight_decay(training.weight_decay as f32)
         .with_grad_clipping(clip)
         .init();
-    let learner = Learner::new(model, optim, WarmupCosine::new(training, devices.len()));
+    let lr_steps = if B::DDP { devices.len() } else { 1 };
+    let schedule = WarmupCosine::new(training, devices.len(), lr_steps);
+    let learner = Learner::new(model, optim, schedule);
 
     let baseline = data.unigram_baseline();
     let history = Arc::new(Mutex::new(History::default()));
-    // Steps as the renderer sees them: optimizer steps (one batch per device each).
+    // Steps as the renderer sees them: batches, over all devices.
     let renderer = ProgressRenderer::new(
         history.clone(),
-        training.checkpoint_every.div_ceil(devices.len()),
-        training.steps.div_ceil(devices.len()),
-        training.batch_size * training.seq_len * devices.len(),
+        training.checkpoint_every,
+        training.steps,
+        training.batch_size * training.seq_len,
         options.log_every,
         Some(baseline),
     );
@@ -392,8 +402,7 @@ where
         training.valid_batches,
         &device,
     );
-    let strategy =
-        ExecutionStrategy::<B>::multi(devices.to_vec(), MultiDeviceOptim::OptimMainDevice);
+    let strategy = B::execution(devices.to_vec());
     let mut training_run =
         SupervisedTraining::new(run_dir, Arc::new(train_loader), Arc::new(valid_loader))
             .metric_train_numeric(LossMetric::new())

@@ -76,3 +76,55 @@ fn resuming_gives_the_same_next_step_as_an_uninterrupted_run() {
     );
     assert!((a - b).abs() <= 1e-4, "final validation loss {b} vs {a}");
 }
+
+#[test]
+fn two_devices_count_every_batch_once_and_train() {
+    let _rng = rng_lock();
+    let dir = TempDir::new("two-devices");
+    let data = write_corpus(dir.path());
+    // NdArray: two model copies on the CPU, through burn-train's multi-device strategy.
+    let summary = train_main(short_args(
+        &data,
+        &dir.path().join("run"),
+        40,
+        &["--devices", "0,1"],
+    ))
+    .expect("the two-device run trains");
+    let steps: Vec<usize> = summary.history.train.iter().map(|&(s, _)| s).collect();
+    assert_eq!(
+        steps,
+        (1..=40).collect::<Vec<_>>(),
+        "steps count batches over both devices"
+    );
+    let valid: Vec<f64> = summary.history.valid.iter().map(|v| v.loss).collect();
+    assert_eq!(valid.len(), 4, "one validation per checkpoint: {valid:?}");
+    assert!(
+        valid[3] < valid[0] - 0.1,
+        "validation loss should fall: {valid:?}"
+    );
+    assert!(summary.history.tokens_per_second() > 0.0);
+}
+
+#[test]
+fn the_learning_rate_follows_batches_under_every_strategy() {
+    use lightning_attention::train::{TrainingConfig, WarmupCosine};
+    let config = TrainingConfig::new().with_steps(100).with_warmup_steps(10);
+    let one_device = WarmupCosine::new(&config, 1, 1);
+    // Two devices: the multi-device strategy steps the schedule once per optimizer step
+    // (two batches), DDP twice.
+    let multi = WarmupCosine::new(&config, 2, 1);
+    let ddp = WarmupCosine::new(&config, 2, 2);
+    for optimizer_step in 1..=50 {
+        let batches = 2 * optimizer_step;
+        let want = one_device.lr_at(batches);
+        for (name, got) in [
+            ("multi", multi.lr_at(optimizer_step)),
+            ("ddp", ddp.lr_at(batches)),
+        ] {
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{name}, after {batches} batches: lr {got}, one device {want}"
+            );
+        }
+    }
+}

@@ -25,8 +25,27 @@ pub const EV: usize = 64;
 const T: usize = 16;
 /// Byte alignment of the shared buffers: WMMA loads and stores need 32-byte aligned tiles.
 const ALIGN: usize = 32;
+/// Row padding of the shared tiles, in elements: 16 bytes for the storage type, 16 bytes
+/// for fp32. Unpadded rows are 128 or 256 bytes apart, so the 8 rows a WMMA fragment load
+/// reads at once all start in the same bank (an 8-way conflict); 16 more bytes per row
+/// spread them over all 32 banks. Strides stay multiples of 16 bytes, as WMMA requires.
+const PAD: usize = 8;
+const PAD_F32: usize = 4;
+/// Row strides: Q and K (`dcap` wide), V and the state snapshot (`EV`), P (`BLK`).
+const fn qk_stride(dcap: usize) -> usize {
+    dcap + PAD
+}
+const VS: usize = EV + PAD;
+const PS: usize = BLK + PAD;
+/// fp32 row strides: scores (`BLK` wide), output staging and the state (`EV`).
+const SS: usize = BLK + PAD_F32;
+const OS: usize = EV + PAD_F32;
 /// Floats of the scores / output staging buffer.
-const STAGE: usize = if BLK > EV { BLK * BLK } else { BLK * EV };
+const STAGE: usize = if BLK * SS > BLK * OS {
+    BLK * SS
+} else {
+    BLK * OS
+};
 /// Warps (planes of 32 units) per cube.
 pub const WARPS: u32 = 8;
 const UNITS: usize = 32 * WARPS as usize;
@@ -34,7 +53,8 @@ const UNITS: usize = 32 * WARPS as usize;
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage.
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
-    (2 * BLK * dcap + BLK * EV + BLK * BLK + dcap * EV) * elem + (STAGE + dcap * EV + BLK + 1) * 4
+    (2 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
+        + (STAGE + dcap * OS + BLK + 1) * 4
 }
 
 /// Time index of the `i`-th token in sweep order.
@@ -133,14 +153,15 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     let seg_start = segment * seg_len;
     let seg_end = min(n, seg_start + seg_len);
 
-    let mut qs = SharedMemory::<F>::new_aligned(BLK * dcap, ALIGN);
-    let mut ks = SharedMemory::<F>::new_aligned(BLK * dcap, ALIGN);
-    let mut vs = SharedMemory::<F>::new_aligned(BLK * EV, ALIGN);
-    let mut ps = SharedMemory::<F>::new_aligned(BLK * BLK, ALIGN);
-    let mut kvb = SharedMemory::<F>::new_aligned(dcap * EV, ALIGN);
+    let qks = comptime!(qk_stride(dcap));
+    let mut qs = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    let mut ks = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    let mut vs = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
+    let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
+    let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
     // Scores, then the output tile on its way out.
     let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
-    let mut kv = SharedMemory::<f32>::new_aligned(dcap * EV, ALIGN);
+    let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
     let mut decay = SharedMemory::<f32>::new(BLK + 1);
 
     let slope = slopes[head];
@@ -163,7 +184,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                     + (c0 + col) * state_in.stride(4)];
             }
         }
-        kv[idx] = init;
+        kv[row * OS + col] = init;
         idx += units;
     }
 
@@ -198,9 +219,9 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                 }
                 #[unroll]
                 for l in 0..vec {
-                    ks[i * dcap + c + l] = kx[l];
+                    ks[i * qks + c + l] = kx[l];
                     if outputs {
-                        qs[i * dcap + c + l] = qx[l];
+                        qs[i * qks + c + l] = qx[l];
                     }
                 }
             }
@@ -217,7 +238,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                 }
                 #[unroll]
                 for l in 0..vec {
-                    vs[i * EV + c + l] = vx[l];
+                    vs[i * VS + c + l] = vx[l];
                 }
             }
         }
@@ -235,20 +256,20 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                         mma::<F>(
                             &acc,
                             &qs,
-                            ti * T * dcap + kk * T,
-                            dcap,
+                            ti * T * qks + kk * T,
+                            qks,
                             MatrixLayout::RowMajor,
                             &ks,
-                            tj * T * dcap + kk * T,
-                            dcap,
+                            tj * T * qks + kk * T,
+                            qks,
                             MatrixLayout::ColMajor,
                         );
                     }
+                    let at = ti * T * SS + tj * T;
                     cmma::store(
-                        &mut ss
-                            .slice_mut(ti * T * BLK + tj * T, tile_end(ti * T * BLK + tj * T, BLK)),
+                        &mut ss.slice_mut(at, tile_end(at, SS)),
                         &acc,
-                        BLK as u32,
+                        SS as u32,
                         MatrixLayout::RowMajor,
                     );
                 }
@@ -263,9 +284,9 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                 let j = idx % BLK;
                 let mut p = 0.0f32;
                 if j <= i {
-                    p = ss[idx] * decay[i - j];
+                    p = ss[i * SS + j] * decay[i - j];
                 }
-                ps[idx] = F::cast_from(p);
+                ps[i * PS + j] = F::cast_from(p);
                 idx += units;
             }
         }
@@ -273,20 +294,23 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         let mut idx = unit;
         while idx < BLK * dcap {
             let i = idx / dcap;
+            let at = i * qks + idx % dcap;
             if i < m {
-                ks[idx] = F::cast_from(f32::cast_from(ks[idx]) * decay[m - 1 - i + shift_update]);
+                ks[at] = F::cast_from(f32::cast_from(ks[at]) * decay[m - 1 - i + shift_update]);
                 if outputs {
-                    qs[idx] = F::cast_from(f32::cast_from(qs[idx]) * decay[i + shift_inter]);
+                    qs[at] = F::cast_from(f32::cast_from(qs[at]) * decay[i + shift_inter]);
                 }
             }
             idx += units;
         }
         let mut idx = unit;
         while idx < dcap * EV {
+            let row = idx / EV;
+            let col = idx % EV;
             if outputs {
-                kvb[idx] = F::cast_from(kv[idx]);
+                kvb[row * VS + col] = F::cast_from(kv[row * OS + col]);
             }
-            kv[idx] = kv[idx] * decay[m];
+            kv[row * OS + col] = kv[row * OS + col] * decay[m];
             idx += units;
         }
         sync_cube();
@@ -302,12 +326,12 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                     mma::<F>(
                         &acc,
                         &qs,
-                        ti * T * dcap + kk * T,
-                        dcap,
+                        ti * T * qks + kk * T,
+                        qks,
                         MatrixLayout::RowMajor,
                         &kvb,
-                        kk * T * EV + tj * T,
-                        EV,
+                        kk * T * VS + tj * T,
+                        VS,
                         MatrixLayout::RowMajor,
                     );
                 }
@@ -315,19 +339,20 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                     mma::<F>(
                         &acc,
                         &ps,
-                        ti * T * BLK + kk * T,
-                        BLK,
+                        ti * T * PS + kk * T,
+                        PS,
                         MatrixLayout::RowMajor,
                         &vs,
-                        kk * T * EV + tj * T,
-                        EV,
+                        kk * T * VS + tj * T,
+                        VS,
                         MatrixLayout::RowMajor,
                     );
                 }
+                let at = ti * T * OS + tj * T;
                 cmma::store(
-                    &mut ss.slice_mut(ti * T * EV + tj * T, tile_end(ti * T * EV + tj * T, EV)),
+                    &mut ss.slice_mut(at, tile_end(at, OS)),
                     &acc,
-                    EV as u32,
+                    OS as u32,
                     MatrixLayout::RowMajor,
                 );
                 tile += warps;
@@ -338,7 +363,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         while tile < d_tiles * v_tiles {
             let r = tile / v_tiles;
             let c = tile % v_tiles;
-            let at = r * T * EV + c * T;
+            let at = r * T * OS + c * T;
             let acc = unsafe {
                 Matrix::<f32>::uninitialized(
                     MatrixIdent::Accumulator,
@@ -350,27 +375,27 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
             };
             cmma::load_with_layout(
                 &acc,
-                &kv.slice(at, tile_end(at, EV)),
-                EV as u32,
+                &kv.slice(at, tile_end(at, OS)),
+                OS as u32,
                 MatrixLayout::RowMajor,
             );
             for kk in 0..row_tiles {
                 mma::<F>(
                     &acc,
                     &ks,
-                    kk * T * dcap + r * T,
-                    dcap,
+                    kk * T * qks + r * T,
+                    qks,
                     MatrixLayout::ColMajor,
                     &vs,
-                    kk * T * EV + c * T,
-                    EV,
+                    kk * T * VS + c * T,
+                    VS,
                     MatrixLayout::RowMajor,
                 );
             }
             cmma::store(
-                &mut kv.slice_mut(at, tile_end(at, EV)),
+                &mut kv.slice_mut(at, tile_end(at, OS)),
                 &acc,
-                EV as u32,
+                OS as u32,
                 MatrixLayout::RowMajor,
             );
             tile += warps;
@@ -387,7 +412,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                     let mut o = Vector::<F, N>::new(F::new(0.0));
                     #[unroll]
                     for l in 0..vec {
-                        o[l] = F::cast_from(ss[i * EV + c + l]);
+                        o[l] = F::cast_from(ss[i * OS + c + l]);
                     }
                     out[(v_base + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = o;
                 }
@@ -405,7 +430,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
             let row = idx / EV;
             let col = idx % EV;
             if row < dqk && c0 + col < dv {
-                state_out[(base + row) * dv + c0 + col] = kv[idx];
+                state_out[(base + row) * dv + c0 + col] = kv[row * OS + col];
             }
             idx += units;
         }
