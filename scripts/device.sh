@@ -40,19 +40,19 @@ if [ "$what" = sweep ] || [ "$what" = all ]; then
 fi
 if [ "$what" = train ]; then
     # CubeCL loads NCCL by the name libnccl.so; the image has PyTorch's libnccl.so.2.
-    nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__))')/lib
+    nccl=$(dirname "$(find / -name 'libnccl.so.2' -not -path '/proc/*' 2>/dev/null | head -1)")
     mkdir -p /tmp/nccl && ln -sf "$nccl/libnccl.so.2" /tmp/nccl/libnccl.so
     export LD_LIBRARY_PATH=/tmp/nccl:$nccl:${LD_LIBRARY_PATH:-}
     gpus=$(nvidia-smi -L | wc -l)
     # TNL-385M (the preset's 64000-row embedding) at 2K context, 4 windows per GPU.
-    for devices in 0 $(seq -s, 0 $((gpus - 1))); do
+    for devices in ${TRAIN_DEVICES:-0 $(seq -s, 0 $((gpus - 1)))}; do
         [ "$devices" = 0 ] || [ "$gpus" -gt 1 ] || continue
         timeout "${TRAIN_TIMEOUT:-240}" gpu/train_tnl --backend cuda --devices "$devices" \
             --preset 385m --vocab-size 64000 --seq-len 2048 --batch-size 4 \
             --steps "${TRAIN_STEPS:-40}" --checkpoint-every "${TRAIN_STEPS:-40}" --warmup 10 \
-            --valid-batches 2 --log-every 10 --sample-tokens 0 --lr 3e-4 \
-            --data gpu/plays --run-dir "/tmp/run-$devices" > "$out/train-$devices.log" 2>&1
+            --valid-batches 2 --log-every "${TRAIN_LOG:-10}" --sample-tokens 0 --lr 3e-4 \
+            --data gpu/plays --run-dir "/tmp/run-$devices" > "$out/train-${devices//,/-}.log" 2>&1
         echo "train on devices $devices: exit $?"
-        grep -E 'step|valid|param|tok/s' "$out/train-$devices.log" | tail -8
+        grep -E 'step|valid|param|tok/s|panic|rror' "$out/train-${devices//,/-}.log" | tail -8
     done
 fi

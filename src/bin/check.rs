@@ -142,9 +142,14 @@ fn check_tnl<B: AutodiffInner>(name: &str) -> bool {
         .unwrap_or_default();
     let grads_ok =
         !grad.is_empty() && grad.iter().all(|g| g.is_finite()) && grad.iter().any(|&g| g != 0.0);
-    let ok = max_err <= 1e-4 && grads_ok;
+    // On CUDA Burn's f32 matmuls (the projections, not our op) run on TF32 tensor cores
+    // (cubek-matmul stages f32 operands as tf32 where the device has it: 11-bit significand,
+    // unit roundoff 4.9e-4), and the step's [batch, d] products and the parallel pass's
+    // [batch x n, d] ones round differently. The H200 measured 3.5e-4 here.
+    let tolerance = if name == "cuda" { 2e-3 } else { 1e-4 };
+    let ok = max_err <= tolerance && grads_ok;
     println!(
-        "{name:<8} TNL tiny: step vs parallel logits {max_err:.2e} (<= 1e-4), training gradients {}: {}",
+        "{name:<8} TNL tiny: step vs parallel logits {max_err:.2e} (<= {tolerance:.0e}), training gradients {}: {}",
         if grads_ok { "finite, non-zero" } else { "BAD" },
         if ok { "ok" } else { "FAIL" }
     );

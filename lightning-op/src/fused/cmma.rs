@@ -18,7 +18,7 @@ use cubecl::prelude::*;
 use super::kernel::Mode;
 
 /// Tokens per block.
-pub const BLK: usize = 64;
+pub const BLK: usize = 32;
 /// Value columns per cube.
 pub const EV: usize = 64;
 /// WMMA tile edge.

@@ -131,14 +131,19 @@ fn scalar_forced() -> bool {
     *FORCED.get_or_init(|| std::env::var("LIGHTNING_KERNEL").is_ok_and(|k| k == "scalar"))
 }
 
-/// Segments per sequence: enough cubes for two per SM, each segment at least four blocks
-/// long. WGPU does not report its SM count; assuming a large GPU's (64 SMs) costs a CPU
-/// adapter only a longer scan, while assuming a small one left the H200 idle under Vulkan
-/// (at b x h = 16, 8 cubes: 3.9x slower at n = 64K than at 2K).
+/// Segments per sequence. Segments cost a second pass over K and V (the local states) and
+/// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
+/// one segment (the H200 profile of (4,32,4K): 256 cubes split in two spent 25 % of the
+/// forward in the local-state pass). With fewer, enough segments for two cubes per SM, each
+/// at least four blocks long. WGPU does not report its SM count; assuming a large GPU's
+/// (64 SMs) costs a CPU adapter only a longer scan, while assuming a small one left the
+/// H200 idle under Vulkan (at b x h = 16, 8 cubes: 3.9x slower at n = 64K than at 2K).
 fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usize {
-    let target = 2 * sms.unwrap_or(64) as usize;
-    let wanted = target.div_ceil(cubes);
-    wanted.clamp(1, (n / (4 * blk)).max(1))
+    let sms = sms.unwrap_or(64) as usize;
+    if cubes >= sms {
+        return 1;
+    }
+    (2 * sms).div_ceil(cubes).clamp(1, (n / (4 * blk)).max(1))
 }
 
 /// `tensor` `[b, h, d, e]` seen as `[1, b, h, d, e]`, strides kept (no copy).
