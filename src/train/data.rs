@@ -145,20 +145,13 @@ impl<B: Backend> WindowLoader<B> {
         start_epoch: usize,
         device: &B::Device,
     ) -> Self {
-        assert!(tokens.len() > seq_len + 1, "too few tokens for one window");
-        Self {
-            tokens,
-            seq_len,
-            batch_size,
-            plan: Plan::Random {
-                seed,
-                steps_per_epoch,
-                total_steps,
-                epoch: Arc::new(AtomicUsize::new(start_epoch)),
-            },
-            range: None,
-            device: device.clone(),
-        }
+        let plan = Plan::Random {
+            seed,
+            steps_per_epoch,
+            total_steps,
+            epoch: Arc::new(AtomicUsize::new(start_epoch)),
+        };
+        Self::with_plan(tokens, seq_len, batch_size, plan, device)
     }
 
     /// `batches` validation batches of evenly spaced windows, the same at every epoch.
@@ -172,12 +165,27 @@ impl<B: Backend> WindowLoader<B> {
         batches: usize,
         device: &B::Device,
     ) -> Self {
-        assert!(tokens.len() > seq_len + 1, "too few tokens for one window");
+        Self::with_plan(tokens, seq_len, batch_size, Plan::Fixed { batches }, device)
+    }
+
+    fn with_plan(
+        tokens: Arc<Vec<u32>>,
+        seq_len: usize,
+        batch_size: usize,
+        plan: Plan,
+        device: &B::Device,
+    ) -> Self {
+        assert!(
+            tokens.len() > seq_len + 1,
+            "WindowLoader: {} tokens are too few for one window of seq_len + 1 = {}",
+            tokens.len(),
+            seq_len + 1
+        );
         Self {
             tokens,
             seq_len,
             batch_size,
-            plan: Plan::Fixed { batches },
+            plan,
             range: None,
             device: device.clone(),
         }

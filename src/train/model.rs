@@ -155,6 +155,20 @@ impl TransformerLmConfig {
     }
 }
 
+/// Token embeddings plus learned absolute position embeddings (positions `0..n`): the
+/// softmax models' input, which has no other notion of order.
+pub(crate) fn embed_with_positions<B: Backend>(
+    tokens_table: &Embedding<B>,
+    positions_table: &Embedding<B>,
+    tokens: Tensor<B, 2, Int>,
+) -> Tensor<B, 3> {
+    let [b, n] = tokens.dims();
+    let positions = Tensor::<B, 1, Int>::arange(0..n as i64, &tokens.device())
+        .reshape([1, n])
+        .expand([b, n]);
+    tokens_table.forward(tokens) + positions_table.forward(positions)
+}
+
 /// See [`TransformerLmConfig`].
 #[derive(Module, Debug)]
 pub struct TransformerLm<B: Backend> {
@@ -169,10 +183,7 @@ impl<B: Backend> TransformerLm<B> {
     pub fn logits(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, n] = tokens.dims();
         let device = tokens.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..n as i64, &device)
-            .reshape([1, n])
-            .expand([b, n]);
-        let x = self.embedding.forward(tokens) + self.positions.forward(positions);
+        let x = embed_with_positions(&self.embedding, &self.positions, tokens);
         let mask = generate_autoregressive_mask::<B>(b, n, &device);
         let x = self
             .encoder

@@ -27,6 +27,8 @@ use lightning_op::nn::{
 };
 use lightning_op::{LightningAutodiffBackend, LightningBackend};
 
+use super::model::embed_with_positions;
+
 /// Vocabulary of the task.
 pub const VOCAB: usize = 16;
 /// Sequence length of the task.
@@ -93,10 +95,7 @@ impl<B: LightningBackend> SwapModel<B> {
     pub fn forward(&self, tokens: Tensor<B, 2, Int>) -> Tensor<B, 3> {
         let [b, n] = tokens.dims();
         let device = tokens.device();
-        let positions = Tensor::<B, 1, Int>::arange(0..n as i64, &device)
-            .reshape([1, n])
-            .expand([b, n]);
-        let x = self.embedding.forward(tokens) + self.positions.forward(positions);
+        let x = embed_with_positions(&self.embedding, &self.positions, tokens);
         let h = self.norm_1.forward(x.clone());
         let h = match &self.attention {
             Attention::Softmax(mha) => {
