@@ -1,4 +1,5 @@
-//! `--data` that is not text is refused before anything is built.
+//! `--data` that is not text, and a vocabulary too small for the tokenizer, are refused
+//! before anything is built.
 
 use lightning_attention::train::cli::train_main;
 
@@ -55,4 +56,22 @@ fn text_too_short_for_the_window_is_refused() {
     std::fs::write(&tiny, "to be or not to be\n").unwrap();
     let err = error_for(&tiny, &dir);
     assert!(err.contains("too short"), "{err}");
+}
+
+#[test]
+fn a_vocabulary_smaller_than_the_tokenizers_is_refused() {
+    let dir = TempDir::new("vocab-small");
+    let data = crate::fixture::write_corpus(dir.path());
+    let err = train_main(short_args(
+        &data,
+        &dir.path().join("run"),
+        10,
+        &["--vocab-size", "100"],
+    ))
+    .expect_err("--vocab-size below 256 byte tokens must be refused")
+    .to_string();
+    assert!(
+        err.contains("--vocab-size 100") && err.contains("(256)"),
+        "{err}"
+    );
 }
