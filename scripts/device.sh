@@ -44,11 +44,12 @@ if [ "$what" = train ]; then
     mkdir -p /tmp/nccl && ln -sf "$nccl/libnccl.so.2" /tmp/nccl/libnccl.so
     export LD_LIBRARY_PATH=/tmp/nccl:$nccl:${LD_LIBRARY_PATH:-}
     gpus=$(nvidia-smi -L | wc -l)
-    # TNL-385M (the preset's 64000-row embedding) at 2K context, 4 windows per GPU.
+    # TNL-385M (the preset's 64000-row embedding) at 2K context, 4 windows per GPU;
+    # TRAIN_PRESET=tiny for a quick check of the multi-GPU path.
     for devices in ${TRAIN_DEVICES:-0 $(seq -s, 0 $((gpus - 1)))}; do
         [ "$devices" = 0 ] || [ "$gpus" -gt 1 ] || continue
         timeout "${TRAIN_TIMEOUT:-240}" gpu/train_tnl --backend cuda --devices "$devices" \
-            --preset 385m --vocab-size 64000 --seq-len 2048 --batch-size 4 \
+            --preset "${TRAIN_PRESET:-385m}" --vocab-size 64000 --seq-len 2048 --batch-size 4 \
             --steps "${TRAIN_STEPS:-40}" --checkpoint-every "${TRAIN_STEPS:-40}" --warmup 10 \
             --valid-batches 2 --log-every "${TRAIN_LOG:-10}" --sample-tokens 0 --lr 3e-4 \
             --data gpu/plays --run-dir "/tmp/run-$devices" > "$out/train-${devices//,/-}.log" 2>&1

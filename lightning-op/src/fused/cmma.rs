@@ -11,6 +11,8 @@
 //!    disjoint buffers and run back to back;
 //! 4. the output tile leaves through shared memory, coalesced.
 //! The decays are folded into the operands, so no fragment is ever indexed element-wise.
+//! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
+//! [`local_state`].
 
 use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout};
 use cubecl::prelude::*;
@@ -110,6 +112,80 @@ fn mma<F: Float>(
     cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
 }
 
+/// Rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]`, columns `c0 .. c0 + cols`,
+/// into shared rows `stride` apart, `vec` elements per access, every unit's loads unrolled
+/// so they are in flight together; rows past `m` and columns past `width` are zeros. With
+/// `scaled`, row `i` arrives multiplied by `lambda^(e0 - i)` (rounded once, from fp32).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_block<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
+    dst: &mut SharedMemory<F>,
+    base: usize,
+    width: usize,
+    c0: usize,
+    t0: usize,
+    m: usize,
+    slope: f32,
+    e0: usize,
+    #[comptime] cols: usize,
+    #[comptime] stride: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+    #[comptime] scaled: bool,
+) {
+    let unit = UNIT_POS as usize;
+    let n = src.shape(2);
+    let row_vecs = comptime!(cols / vec);
+    #[unroll]
+    for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
+        let idx = unit + it * UNITS;
+        if idx < BLK * row_vecs {
+            let i = idx / row_vecs;
+            let c = (idx % row_vecs) * vec;
+            let mut x = Vector::<F, N>::new(F::new(0.0));
+            let mut w = 1.0f32;
+            if i < m {
+                if c0 + c < width {
+                    x = src[(base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec];
+                }
+                if scaled {
+                    w = (-slope * f32::cast_from((e0 - i) as u32)).exp();
+                }
+            }
+            #[unroll]
+            for l in 0..vec {
+                if scaled {
+                    dst[i * stride + c + l] = F::cast_from(f32::cast_from(x[l]) * w);
+                } else {
+                    dst[i * stride + c + l] = x[l];
+                }
+            }
+        }
+    }
+}
+
+/// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
+/// in `state_out` `[S, B, H, dqk, dv]`.
+#[cube]
+fn store_state(kv: &SharedMemory<f32>, state_out: &mut Tensor<f32>, #[comptime] dcap: usize) {
+    let unit = UNIT_POS as usize;
+    let bh = CUBE_POS_Y as usize;
+    let c0 = CUBE_POS_X as usize * EV;
+    let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + bh) * state_out.shape(3);
+    let dqk = state_out.shape(3);
+    let dv = state_out.shape(4);
+    let mut idx = unit;
+    while idx < dcap * EV {
+        let row = idx / EV;
+        let col = idx % EV;
+        if row < dqk && c0 + col < dv {
+            state_out[(base + row) * dv + c0 + col] = kv[row * OS + col];
+        }
+        idx += UNITS;
+    }
+}
+
 /// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
 /// padded to `dcap` (a multiple of 16), q/k/v/out read and written `vec` (= `N`) elements at
 /// a time (`vec` divides both head dims), and `CubeDim = (32, WARPS)`.
@@ -132,7 +208,165 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     #[comptime] reverse: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    let outputs = comptime!(mode == Mode::Output);
+    if comptime!(mode == Mode::State) {
+        local_state::<F, N>(k, v, slopes, state_out, seg_len, dcap, vec, reverse);
+    } else {
+        outputs::<F, N>(
+            q,
+            k,
+            v,
+            slopes,
+            state_in,
+            out,
+            state_out,
+            seg_len,
+            dcap,
+            vec,
+            has_state,
+            write_state,
+            reverse,
+        );
+    }
+}
+
+/// `Mode::State`: the segment's own state from zero, `sum_p lambda^(L-1-p) k_p^T v_p` over
+/// its `L` tokens (`lambda^(L-p)` when `reverse`). Every term's decay is known when its
+/// block arrives, so it is folded into K on load and the accumulators stay in registers for
+/// the whole segment: no per-block pass over a shared-memory state, and less shared memory.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn local_state<F: Float, N: Size>(
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    slopes: &Tensor<f32>,
+    state_out: &mut Tensor<f32>,
+    seg_len: usize,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+) {
+    let warp = UNIT_POS_Y as usize;
+    let bh = CUBE_POS_Y as usize;
+    let c0 = CUBE_POS_X as usize * EV;
+    let n = k.shape(2);
+    let dqk = k.shape(3);
+    let dv = v.shape(3);
+    let seg_start = CUBE_POS_Z as usize * seg_len;
+    let seg_end = min(n, seg_start + seg_len);
+    let slope = slopes[bh % k.shape(1)];
+    let shift = if reverse { 1usize } else { 0usize };
+
+    let qks = comptime!(qk_stride(dcap));
+    let mut ks = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    let mut vs = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
+    let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
+
+    let v_tiles = comptime!(EV / T);
+    let tiles = comptime!(dcap / T * EV / T);
+    let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
+    let mut accs = Sequence::<Matrix<f32>>::new();
+    #[unroll]
+    for _ in 0..per_warp {
+        accs.push(zero_acc());
+    }
+
+    let mut t0 = seg_start;
+    while t0 < seg_end {
+        let m = min(BLK, seg_end - t0);
+        sync_cube();
+        load_block::<F, N>(
+            k,
+            &mut ks,
+            bh * n * dqk,
+            dqk,
+            0,
+            t0,
+            m,
+            slope,
+            seg_end - 1 - t0 + shift,
+            dcap,
+            qks,
+            vec,
+            reverse,
+            true,
+        );
+        load_block::<F, N>(
+            v,
+            &mut vs,
+            bh * n * dv,
+            dv,
+            c0,
+            t0,
+            m,
+            slope,
+            0,
+            EV,
+            VS,
+            vec,
+            reverse,
+            false,
+        );
+        sync_cube();
+        #[unroll]
+        for s in 0..per_warp {
+            let tile = warp + s * WARPS as usize;
+            if tile < tiles {
+                let r = tile / v_tiles;
+                let c = tile % v_tiles;
+                for kk in 0..BLK / T {
+                    mma::<F>(
+                        accs.index(s),
+                        &ks,
+                        kk * T * qks + r * T,
+                        qks,
+                        MatrixLayout::ColMajor,
+                        &vs,
+                        kk * T * VS + c * T,
+                        VS,
+                        MatrixLayout::RowMajor,
+                    );
+                }
+            }
+        }
+        t0 += BLK;
+    }
+
+    #[unroll]
+    for s in 0..per_warp {
+        let tile = warp + s * WARPS as usize;
+        if tile < tiles {
+            let at = (tile / v_tiles) * T * OS + (tile % v_tiles) * T;
+            cmma::store(
+                &mut kv.slice_mut(at, tile_end(at, OS)),
+                accs.index(s),
+                OS as u32,
+                MatrixLayout::RowMajor,
+            );
+        }
+    }
+    sync_cube();
+    store_state(&kv, state_out, dcap);
+}
+
+/// `Mode::Output`: steps 1-4 of the module docs for every block of the segment, from the
+/// state entering it.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn outputs<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    slopes: &Tensor<f32>,
+    state_in: &Tensor<f32>,
+    out: &mut Tensor<Vector<F, N>>,
+    state_out: &mut Tensor<f32>,
+    seg_len: usize,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] has_state: bool,
+    #[comptime] write_state: bool,
+    #[comptime] reverse: bool,
+) {
     let warps = WARPS as usize;
     let units = UNITS;
     let unit = UNIT_POS as usize;
@@ -140,7 +374,6 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     let bh = CUBE_POS_Y as usize;
     let c0 = CUBE_POS_X as usize * EV;
     let segment = CUBE_POS_Z as usize;
-    let bh_count = CUBE_COUNT_Y as usize;
 
     let heads = q.shape(1);
     let n = q.shape(2);
@@ -148,8 +381,6 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     let dv = v.shape(3);
     let head = bh % heads;
     let batch = bh / heads;
-    let qk_base = bh * n * dqk;
-    let v_base = bh * n * dv;
     let seg_start = segment * seg_len;
     let seg_end = min(n, seg_start + seg_len);
 
@@ -198,129 +429,37 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
         sync_cube();
-
-        // Load the block, `vec` elements per access, all of a unit's loads unrolled so they
-        // are in flight together. Rows past m and columns past dqk / dv are zeros.
-        let row_vecs = dcap / vec;
-        #[unroll]
-        for it in 0..comptime!((BLK * dcap / vec).div_ceil(UNITS)) {
-            let idx = unit + it * units;
-            if idx < BLK * row_vecs {
-                let i = idx / row_vecs;
-                let c = (idx % row_vecs) * vec;
-                let mut kx = Vector::<F, N>::new(F::new(0.0));
-                let mut qx = Vector::<F, N>::new(F::new(0.0));
-                if i < m && c < dqk {
-                    let at = (qk_base + time_index(t0 + i, n, reverse) * dqk + c) / vec;
-                    kx = k[at];
-                    if outputs {
-                        qx = q[at];
-                    }
-                }
-                #[unroll]
-                for l in 0..vec {
-                    ks[i * qks + c + l] = kx[l];
-                    if outputs {
-                        qs[i * qks + c + l] = qx[l];
-                    }
-                }
-            }
-        }
-        #[unroll]
-        for it in 0..comptime!((BLK * EV / vec).div_ceil(UNITS)) {
-            let idx = unit + it * units;
-            if idx < BLK * EV / vec {
-                let i = idx / (EV / vec);
-                let c = (idx % (EV / vec)) * vec;
-                let mut vx = Vector::<F, N>::new(F::new(0.0));
-                if i < m && c0 + c < dv {
-                    vx = v[(v_base + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec];
-                }
-                #[unroll]
-                for l in 0..vec {
-                    vs[i * VS + c + l] = vx[l];
-                }
-            }
-        }
+        let qk_base = bh * n * dqk;
+        load_block::<F, N>(
+            q, &mut qs, qk_base, dqk, 0, t0, m, slope, 0, dcap, qks, vec, reverse, false,
+        );
+        load_block::<F, N>(
+            k, &mut ks, qk_base, dqk, 0, t0, m, slope, 0, dcap, qks, vec, reverse, false,
+        );
+        load_block::<F, N>(
+            v,
+            &mut vs,
+            bh * n * dv,
+            dv,
+            c0,
+            t0,
+            m,
+            slope,
+            0,
+            EV,
+            VS,
+            vec,
+            reverse,
+            false,
+        );
         sync_cube();
 
-        if outputs {
-            // 1. S = Q K^T on the tiles at or below the diagonal.
-            let mut tile = warp;
-            while tile < row_tiles * row_tiles {
-                let ti = tile / row_tiles;
-                let tj = tile % row_tiles;
-                if tj <= ti {
-                    let acc = zero_acc();
-                    for kk in 0..d_tiles {
-                        mma::<F>(
-                            &acc,
-                            &qs,
-                            ti * T * qks + kk * T,
-                            qks,
-                            MatrixLayout::RowMajor,
-                            &ks,
-                            tj * T * qks + kk * T,
-                            qks,
-                            MatrixLayout::ColMajor,
-                        );
-                    }
-                    let at = ti * T * SS + tj * T;
-                    cmma::store(
-                        &mut ss.slice_mut(at, tile_end(at, SS)),
-                        &acc,
-                        SS as u32,
-                        MatrixLayout::RowMajor,
-                    );
-                }
-                tile += warps;
-            }
-            sync_cube();
-
-            // 2a. P = S * M in the storage type.
-            let mut idx = unit;
-            while idx < BLK * BLK {
-                let i = idx / BLK;
-                let j = idx % BLK;
-                let mut p = 0.0f32;
-                if j <= i {
-                    p = ss[i * SS + j] * decay[i - j];
-                }
-                ps[i * PS + j] = F::cast_from(p);
-                idx += units;
-            }
-        }
-        // 2b. Fold the decays into Q and K, snapshot and decay the state.
-        let mut idx = unit;
-        while idx < BLK * dcap {
-            let i = idx / dcap;
-            let at = i * qks + idx % dcap;
-            if i < m {
-                ks[at] = F::cast_from(f32::cast_from(ks[at]) * decay[m - 1 - i + shift_update]);
-                if outputs {
-                    qs[at] = F::cast_from(f32::cast_from(qs[at]) * decay[i + shift_inter]);
-                }
-            }
-            idx += units;
-        }
-        let mut idx = unit;
-        while idx < dcap * EV {
-            let row = idx / EV;
-            let col = idx % EV;
-            if outputs {
-                kvb[row * VS + col] = F::cast_from(kv[row * OS + col]);
-            }
-            kv[row * OS + col] = kv[row * OS + col] * decay[m];
-            idx += units;
-        }
-        sync_cube();
-
-        if outputs {
-            // 3a. O = Q KV + P V.
-            let mut tile = warp;
-            while tile < row_tiles * v_tiles {
-                let ti = tile / v_tiles;
-                let tj = tile % v_tiles;
+        // 1. S = Q K^T on the tiles at or below the diagonal.
+        let mut tile = warp;
+        while tile < row_tiles * row_tiles {
+            let ti = tile / row_tiles;
+            let tj = tile % row_tiles;
+            if tj <= ti {
                 let acc = zero_acc();
                 for kk in 0..d_tiles {
                     mma::<F>(
@@ -329,34 +468,97 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
                         ti * T * qks + kk * T,
                         qks,
                         MatrixLayout::RowMajor,
-                        &kvb,
-                        kk * T * VS + tj * T,
-                        VS,
-                        MatrixLayout::RowMajor,
+                        &ks,
+                        tj * T * qks + kk * T,
+                        qks,
+                        MatrixLayout::ColMajor,
                     );
                 }
-                for kk in 0..ti + 1 {
-                    mma::<F>(
-                        &acc,
-                        &ps,
-                        ti * T * PS + kk * T,
-                        PS,
-                        MatrixLayout::RowMajor,
-                        &vs,
-                        kk * T * VS + tj * T,
-                        VS,
-                        MatrixLayout::RowMajor,
-                    );
-                }
-                let at = ti * T * OS + tj * T;
+                let at = ti * T * SS + tj * T;
                 cmma::store(
-                    &mut ss.slice_mut(at, tile_end(at, OS)),
+                    &mut ss.slice_mut(at, tile_end(at, SS)),
                     &acc,
-                    OS as u32,
+                    SS as u32,
                     MatrixLayout::RowMajor,
                 );
-                tile += warps;
             }
+            tile += warps;
+        }
+        sync_cube();
+
+        // 2a. P = S * M in the storage type.
+        let mut idx = unit;
+        while idx < BLK * BLK {
+            let i = idx / BLK;
+            let j = idx % BLK;
+            let mut p = 0.0f32;
+            if j <= i {
+                p = ss[i * SS + j] * decay[i - j];
+            }
+            ps[i * PS + j] = F::cast_from(p);
+            idx += units;
+        }
+        // 2b. Fold the decays into Q and K, snapshot and decay the state.
+        let mut idx = unit;
+        while idx < BLK * dcap {
+            let i = idx / dcap;
+            let at = i * qks + idx % dcap;
+            if i < m {
+                ks[at] = F::cast_from(f32::cast_from(ks[at]) * decay[m - 1 - i + shift_update]);
+                qs[at] = F::cast_from(f32::cast_from(qs[at]) * decay[i + shift_inter]);
+            }
+            idx += units;
+        }
+        let mut idx = unit;
+        while idx < dcap * EV {
+            let row = idx / EV;
+            let col = idx % EV;
+            kvb[row * VS + col] = F::cast_from(kv[row * OS + col]);
+            kv[row * OS + col] = kv[row * OS + col] * decay[m];
+            idx += units;
+        }
+        sync_cube();
+
+        // 3a. O = Q KV + P V.
+        let mut tile = warp;
+        while tile < row_tiles * v_tiles {
+            let ti = tile / v_tiles;
+            let tj = tile % v_tiles;
+            let acc = zero_acc();
+            for kk in 0..d_tiles {
+                mma::<F>(
+                    &acc,
+                    &qs,
+                    ti * T * qks + kk * T,
+                    qks,
+                    MatrixLayout::RowMajor,
+                    &kvb,
+                    kk * T * VS + tj * T,
+                    VS,
+                    MatrixLayout::RowMajor,
+                );
+            }
+            for kk in 0..ti + 1 {
+                mma::<F>(
+                    &acc,
+                    &ps,
+                    ti * T * PS + kk * T,
+                    PS,
+                    MatrixLayout::RowMajor,
+                    &vs,
+                    kk * T * VS + tj * T,
+                    VS,
+                    MatrixLayout::RowMajor,
+                );
+            }
+            let at = ti * T * OS + tj * T;
+            cmma::store(
+                &mut ss.slice_mut(at, tile_end(at, OS)),
+                &acc,
+                OS as u32,
+                MatrixLayout::RowMajor,
+            );
+            tile += warps;
         }
         // 3b. KV += K^T V.
         let mut tile = warp;
@@ -402,37 +604,26 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         }
         sync_cube();
 
-        if outputs {
-            // 4. The output tile, coalesced, `vec` elements per store.
-            let mut idx = unit;
-            while idx < BLK * EV / vec {
-                let i = idx / (EV / vec);
-                let c = (idx % (EV / vec)) * vec;
-                if i < m && c0 + c < dv {
-                    let mut o = Vector::<F, N>::new(F::new(0.0));
-                    #[unroll]
-                    for l in 0..vec {
-                        o[l] = F::cast_from(ss[i * OS + c + l]);
-                    }
-                    out[(v_base + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = o;
+        // 4. The output tile, coalesced, `vec` elements per store.
+        let mut idx = unit;
+        while idx < BLK * EV / vec {
+            let i = idx / (EV / vec);
+            let c = (idx % (EV / vec)) * vec;
+            if i < m && c0 + c < dv {
+                let mut o = Vector::<F, N>::new(F::new(0.0));
+                #[unroll]
+                for l in 0..vec {
+                    o[l] = F::cast_from(ss[i * OS + c + l]);
                 }
-                idx += units;
+                out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = o;
             }
+            idx += units;
         }
         t0 += BLK;
     }
     sync_cube();
 
-    if write_state || !outputs {
-        let base = (segment * bh_count + bh) * dqk;
-        let mut idx = unit;
-        while idx < dcap * EV {
-            let row = idx / EV;
-            let col = idx % EV;
-            if row < dqk && c0 + col < dv {
-                state_out[(base + row) * dv + c0 + col] = kv[row * OS + col];
-            }
-            idx += units;
-        }
+    if write_state {
+        store_state(&kv, state_out, dcap);
     }
 }

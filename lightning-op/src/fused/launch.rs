@@ -134,7 +134,7 @@ fn scalar_forced() -> bool {
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
 /// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
 /// one segment (the H200 profile of (4,32,4K): 256 cubes split in two spent 25 % of the
-/// forward in the local-state pass). With fewer, enough segments for two cubes per SM, each
+/// forward in the local-state pass). With fewer, as many segments as fit two cubes per SM, each
 /// at least four blocks long. WGPU does not report its SM count; assuming a large GPU's
 /// (64 SMs) costs a CPU adapter only a longer scan, while assuming a small one left the
 /// H200 idle under Vulkan (at b x h = 16, 8 cubes: 3.9x slower at n = 64K than at 2K).
@@ -143,7 +143,9 @@ fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usiz
     if cubes >= sms {
         return 1;
     }
-    (2 * sms).div_ceil(cubes).clamp(1, (n / (4 * blk)).max(1))
+    // Rounded down: rounding up overfilled the slots (b=1, h=16 on the H200: 288 cubes for
+    // 264, a second wave 9 % full on every pass).
+    ((2 * sms) / cubes).clamp(1, (n / (4 * blk)).max(1))
 }
 
 /// `tensor` `[b, h, d, e]` seen as `[1, b, h, d, e]`, strides kept (no copy).
