@@ -4,9 +4,10 @@
 //!
 //! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice in shared fp32:
 //! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
-//! 2. one elementwise pass: `P = S * M` in the storage type, `Q <- diag(lambda^(i+1)) Q`,
-//!    `K <- diag(lambda^(m-1-j)) K`, a storage-type copy of the state for the inter product,
-//!    and the state's own decay `KV <- lambda^m KV`;
+//! 2. one elementwise pass: `P = S * M` in the storage type, a storage-type copy of the
+//!    state for the inter product, and the state's own decay `KV <- lambda^m KV`
+//!    (`diag(lambda^(i+1)) Q` and `diag(lambda^(m-1-j)) K` were made on load, next to the
+//!    raw Q and K the scores need);
 //! 3. `O = Q KV + P V` (one accumulator per output tile) and `KV += K^T V`, which touch
 //!    disjoint buffers and run back to back;
 //! 4. the output tile leaves through shared memory, coalesced.
@@ -55,7 +56,7 @@ const UNITS: usize = 32 * WARPS as usize;
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage.
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
-    (2 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
+    (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
         + (STAGE + dcap * OS + BLK + 1) * 4
 }
 
@@ -112,10 +113,19 @@ fn mma<F: Float>(
     cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
 }
 
+/// How [`load_block`] scales row `i` of a block on the way in (from fp32, rounded once).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+enum Scale {
+    None,
+    /// `lambda^(e0 - i)`: K for the state update.
+    Down,
+    /// `lambda^(e0 + i)`: Q for the inter term.
+    Up,
+}
+
 /// Rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]`, columns `c0 .. c0 + cols`,
 /// into shared rows `stride` apart, `vec` elements per access, every unit's loads unrolled
-/// so they are in flight together; rows past `m` and columns past `width` are zeros. With
-/// `scaled`, row `i` arrives multiplied by `lambda^(e0 - i)` (rounded once, from fp32).
+/// so they are in flight together; rows past `m` and columns past `width` are zeros.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_block<F: Float, N: Size>(
@@ -132,7 +142,7 @@ fn load_block<F: Float, N: Size>(
     #[comptime] stride: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
-    #[comptime] scaled: bool,
+    #[comptime] scale: Scale,
 ) {
     let unit = UNIT_POS as usize;
     let n = src.shape(2);
@@ -149,16 +159,19 @@ fn load_block<F: Float, N: Size>(
                 if c0 + c < width {
                     x = src[(base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec];
                 }
-                if scaled {
+                if comptime!(scale == Scale::Down) {
                     w = (-slope * f32::cast_from((e0 - i) as u32)).exp();
+                }
+                if comptime!(scale == Scale::Up) {
+                    w = (-slope * f32::cast_from((e0 + i) as u32)).exp();
                 }
             }
             #[unroll]
             for l in 0..vec {
-                if scaled {
-                    dst[i * stride + c + l] = F::cast_from(f32::cast_from(x[l]) * w);
-                } else {
+                if comptime!(scale == Scale::None) {
                     dst[i * stride + c + l] = x[l];
+                } else {
+                    dst[i * stride + c + l] = F::cast_from(f32::cast_from(x[l]) * w);
                 }
             }
         }
@@ -288,7 +301,7 @@ fn local_state<F: Float, N: Size>(
             qks,
             vec,
             reverse,
-            true,
+            Scale::Down,
         );
         load_block::<F, N>(
             v,
@@ -304,7 +317,7 @@ fn local_state<F: Float, N: Size>(
             VS,
             vec,
             reverse,
-            false,
+            Scale::None,
         );
         sync_cube();
         #[unroll]
@@ -387,6 +400,9 @@ fn outputs<F: Float, N: Size>(
     let qks = comptime!(qk_stride(dcap));
     let mut qs = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
     let mut ks = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    // Q and K with their decays folded in, for the inter term and the state update.
+    let mut qd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    let mut kd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
     let mut vs = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
     let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
@@ -431,10 +447,68 @@ fn outputs<F: Float, N: Size>(
         sync_cube();
         let qk_base = bh * n * dqk;
         load_block::<F, N>(
-            q, &mut qs, qk_base, dqk, 0, t0, m, slope, 0, dcap, qks, vec, reverse, false,
+            q,
+            &mut qs,
+            qk_base,
+            dqk,
+            0,
+            t0,
+            m,
+            slope,
+            0,
+            dcap,
+            qks,
+            vec,
+            reverse,
+            Scale::None,
         );
         load_block::<F, N>(
-            k, &mut ks, qk_base, dqk, 0, t0, m, slope, 0, dcap, qks, vec, reverse, false,
+            q,
+            &mut qd,
+            qk_base,
+            dqk,
+            0,
+            t0,
+            m,
+            slope,
+            shift_inter,
+            dcap,
+            qks,
+            vec,
+            reverse,
+            Scale::Up,
+        );
+        load_block::<F, N>(
+            k,
+            &mut ks,
+            qk_base,
+            dqk,
+            0,
+            t0,
+            m,
+            slope,
+            0,
+            dcap,
+            qks,
+            vec,
+            reverse,
+            Scale::None,
+        );
+        load_block::<F, N>(
+            k,
+            &mut kd,
+            qk_base,
+            dqk,
+            0,
+            t0,
+            m,
+            slope,
+            m - 1 + shift_update,
+            dcap,
+            qks,
+            vec,
+            reverse,
+            Scale::Down,
         );
         load_block::<F, N>(
             v,
@@ -450,7 +524,7 @@ fn outputs<F: Float, N: Size>(
             VS,
             vec,
             reverse,
-            false,
+            Scale::None,
         );
         sync_cube();
 
@@ -498,17 +572,7 @@ fn outputs<F: Float, N: Size>(
             ps[i * PS + j] = F::cast_from(p);
             idx += units;
         }
-        // 2b. Fold the decays into Q and K, snapshot and decay the state.
-        let mut idx = unit;
-        while idx < BLK * dcap {
-            let i = idx / dcap;
-            let at = i * qks + idx % dcap;
-            if i < m {
-                ks[at] = F::cast_from(f32::cast_from(ks[at]) * decay[m - 1 - i + shift_update]);
-                qs[at] = F::cast_from(f32::cast_from(qs[at]) * decay[i + shift_inter]);
-            }
-            idx += units;
-        }
+        // 2b. Snapshot and decay the state.
         let mut idx = unit;
         while idx < dcap * EV {
             let row = idx / EV;
@@ -528,7 +592,7 @@ fn outputs<F: Float, N: Size>(
             for kk in 0..d_tiles {
                 mma::<F>(
                     &acc,
-                    &qs,
+                    &qd,
                     ti * T * qks + kk * T,
                     qks,
                     MatrixLayout::RowMajor,
@@ -584,7 +648,7 @@ fn outputs<F: Float, N: Size>(
             for kk in 0..row_tiles {
                 mma::<F>(
                     &acc,
-                    &ks,
+                    &kd,
                     kk * T * qks + r * T,
                     qks,
                     MatrixLayout::ColMajor,
