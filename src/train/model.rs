@@ -230,12 +230,18 @@ pub enum LanguageModel<B: Backend> {
 }
 
 impl<B: LightningBackend> LanguageModel<B> {
-    /// A freshly initialised model of `spec` (weights drawn from the backend's RNG).
+    /// A freshly initialised model of `spec`, every weight drawn now from the backend's RNG.
+    ///
+    /// Burn draws a parameter lazily, on first use, and a clone of a parameter not yet drawn
+    /// draws its own values. burn-train's DDP clones the model once per GPU, so lazily drawn
+    /// weights would differ between GPUs from the first step on.
     pub fn new(spec: &ModelSpec, device: &B::Device) -> Self {
-        match spec {
+        let model = match spec {
             ModelSpec::Tnl(config) => Self::Tnl(TnlLm::new(config, device)),
             ModelSpec::Transformer(config) => Self::Transformer(config.init(device)),
-        }
+        };
+        // Moving each parameter to the device it is on draws it and copies nothing.
+        model.to_device(device)
     }
 
     pub fn forward(&self, batch: LmBatch<B>) -> SequenceOutput<B> {

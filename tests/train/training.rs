@@ -128,3 +128,31 @@ fn the_learning_rate_follows_batches_under_every_strategy() {
         }
     }
 }
+
+/// DDP clones the model once per GPU: the clones must start from the same weights.
+#[test]
+fn clones_of_a_new_model_hold_the_same_weights() {
+    use burn::backend::NdArray;
+    use burn::tensor::{Int, Tensor};
+    use lightning_attention::train::model::{LanguageModel, ModelSpec};
+    use tnl_model::TnlConfig;
+
+    let _rng = rng_lock();
+    let device = Default::default();
+    let tokens = Tensor::<NdArray, 2, Int>::from_ints([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
+    let spec = ModelSpec::Tnl(TnlConfig::tiny());
+    let model = LanguageModel::<NdArray>::new(&spec, &device);
+    let (a, b) = (model.clone(), model.clone());
+    a.logits(tokens.clone())
+        .into_data()
+        .assert_eq(&b.logits(tokens.clone()).into_data(), true);
+
+    // The hazard: clones of a model whose weights are not drawn yet draw different ones.
+    let lazy: tnl_model::Tnl<NdArray> = TnlConfig::tiny().init(&device);
+    let (c, d) = (lazy.clone(), lazy);
+    let gap = (c.forward(tokens.clone()) - d.forward(tokens))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(gap > 0.0, "lazily drawn clones should differ (gap {gap})");
+}
