@@ -4,7 +4,7 @@
 //! perplexity come from Burn's own metrics.
 
 use burn::config::Config;
-use burn::module::{Initializer, Module};
+use burn::module::{Initializer, Module, ModuleVisitor, Param};
 use burn::nn::attention::generate_autoregressive_mask;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::transformer::{
@@ -221,6 +221,16 @@ impl<B: Backend> InferenceStep for TransformerLm<B> {
     }
 }
 
+/// Reads every float parameter, which draws the ones still lazy in place (their id and
+/// trainability untouched; a `map` such as `to_device` would make them non-leaf tensors).
+struct DrawWeights;
+
+impl<B: Backend> ModuleVisitor<B> for DrawWeights {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        param.val();
+    }
+}
+
 /// The model a run trains, as one type: one `Learner` instantiation per backend covers both
 /// architectures (compile time), and the checkpoint records which one it holds.
 #[derive(Module, Debug)]
@@ -240,8 +250,8 @@ impl<B: LightningBackend> LanguageModel<B> {
             ModelSpec::Tnl(config) => Self::Tnl(TnlLm::new(config, device)),
             ModelSpec::Transformer(config) => Self::Transformer(config.init(device)),
         };
-        // Moving each parameter to the device it is on draws it and copies nothing.
-        model.to_device(device)
+        model.visit(&mut DrawWeights);
+        model
     }
 
     pub fn forward(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
