@@ -1,7 +1,11 @@
 //! Short runs through burn-train's `Learner`: the loss goes down, and a resumed run
 //! continues exactly where the uninterrupted one would be.
 
+use burn::backend::NdArray;
+use burn::tensor::{Int, Tensor};
 use lightning_attention::train::cli::train_main;
+use lightning_attention::train::model::{LanguageModel, ModelSpec};
+use tnl_model::TnlConfig;
 
 use crate::fixture::{TempDir, rng_lock, short_args, write_corpus};
 
@@ -132,11 +136,6 @@ fn the_learning_rate_follows_batches_under_every_strategy() {
 /// DDP clones the model once per GPU: the clones must start from the same weights.
 #[test]
 fn clones_of_a_new_model_hold_the_same_weights() {
-    use burn::backend::NdArray;
-    use burn::tensor::{Int, Tensor};
-    use lightning_attention::train::model::{LanguageModel, ModelSpec};
-    use tnl_model::TnlConfig;
-
     let _rng = rng_lock();
     let device = Default::default();
     let tokens = Tensor::<NdArray, 2, Int>::from_ints([[1, 2, 3, 4], [5, 6, 7, 8]], &device);
