@@ -120,10 +120,12 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
         initial_state: Option<FloatTensor<Self>>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let has_state = initial_state.is_some();
-        // Without an initial state, an empty untracked leaf fills the fourth parent slot.
+        // Without an initial state, a one-element untracked leaf fills the fourth parent
+        // slot. Not an empty one: filling zero elements is a zero-block launch, which CUDA
+        // rejects (`CUDA_ERROR_INVALID_VALUE`) on CubeCL's backend without Burn's fusion.
         let s0 = initial_state.unwrap_or_else(|| {
             Self::from_inner(B::float_zeros(
-                Shape::new([0]),
+                Shape::new([1]),
                 &B::float_device(&q.primitive),
                 DType::F32.into(),
             ))
