@@ -114,8 +114,21 @@ impl DataParallel for burn::backend::Autodiff<burn::backend::Wgpu> {
     }
 }
 
+/// The CUDA training backend.
+///
+/// Burn's fused CUDA backend by default. The `ddp` build trains on CubeCL's CUDA backend
+/// without Fusion: with Fusion every DDP run on two H200s hung in its first step (Fusion
+/// queues each device's operations, the gradient all-reduces among them, until something
+/// reads them, and one device's thread was left spinning); unfused, each all-reduce is
+/// issued to its GPU when the gradient-sync thread asks for it.
+#[cfg(all(feature = "cuda", not(feature = "ddp")))]
+pub type CudaTrain = burn::backend::Autodiff<burn::backend::Cuda>;
+#[cfg(feature = "ddp")]
+pub type CudaTrain =
+    burn::backend::Autodiff<burn_cubecl::CubeBackend<cubecl::cuda::CudaRuntime, f32, i32, u8>>;
+
 #[cfg(feature = "cuda")]
-impl DataParallel for burn::backend::Autodiff<burn::backend::Cuda> {
+impl DataParallel for CudaTrain {
     const DDP: bool = cfg!(feature = "ddp");
 
     #[cfg(feature = "ddp")]

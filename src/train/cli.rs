@@ -318,7 +318,7 @@ pub fn dispatch<J: OnBackend>(
         BackendChoice::Cuda => {
             use burn::backend::cuda::CudaDevice;
             let devices = indices.iter().map(|&i| CudaDevice { index: i }).collect();
-            Ok(job.run::<burn::backend::Autodiff<burn::backend::Cuda>>(devices))
+            Ok(job.run::<super::backend::CudaTrain>(devices))
         }
         other => Err(TrainError::Config(other.not_compiled())),
     }
