@@ -8,7 +8,7 @@ use burn::tensor::{
     module::attention,
     ops::AttentionModuleOptions,
 };
-use lightning_op::{LightningBackend, lightning_attention, reference};
+use lightning_op::{LightningBackend, Slopes, lightning_attention, reference};
 
 /// An implementation of causal attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,14 +69,14 @@ impl<B: Backend> Inputs<B> {
         let rand = |shape: [usize; 4]| {
             Tensor::<B, 4>::random(shape, Distribution::Normal(0.0, std), device).cast(dtype)
         };
-        let slopes = (0..h)
-            .map(|i| 2f32.powf(-8.0 * (i + 1) as f32 / h as f32))
+        let slopes: Vec<f64> = (0..h)
+            .map(|i| 2f64.powf(-8.0 * (i + 1) as f64 / h as f64))
             .collect();
         Inputs {
             q: rand([b, h, n, d]),
             k: rand([b, h, n, d]),
             v: rand([b, h, n, e]),
-            slopes: Tensor::from_data(TensorData::new(slopes, [h]), device),
+            slopes: Slopes::from_values(&slopes, device).into_tensor(),
             grad: rand([b, h, n, e]),
         }
     }
@@ -97,7 +97,8 @@ impl<B: Backend> Inputs<B> {
 pub fn forward<B: LightningBackend>(imp: Impl, x: &Inputs<B>) -> Tensor<B, 4> {
     let (q, k, v, s) = (x.q.clone(), x.k.clone(), x.v.clone(), x.slopes.clone());
     match imp {
-        Impl::Lightning => lightning_attention(q, k, v, s),
+        // As a model calls it: slopes checked once (in `random`), not read back per call.
+        Impl::Lightning => lightning_attention(q, k, v, Slopes::assume_checked(s)),
         Impl::Reference => reference::forward(q, k, v, s, None).0,
         Impl::Softmax => {
             let options = AttentionModuleOptions {

@@ -18,7 +18,7 @@
 
 use burn::tensor::{DType, Int, Tensor};
 
-use crate::{LightningBackend, checks, lightning_attention_with_state};
+use crate::{IntoSlopes, LightningBackend, checks, lightning_attention_with_state};
 
 /// Lightning attention over `devices.len()` contiguous sequence segments, segment `i` on
 /// `devices[i]`; returns the output and final state on `devices[0]`. Equal to
@@ -28,11 +28,12 @@ pub fn lasp_attention<B: LightningBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    slopes: Tensor<B, 1>,
+    slopes: impl IntoSlopes<B>,
     initial_state: Option<Tensor<B, 4>>,
     devices: &[B::Device],
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    checks::check_attention(&q, &k, &v, &slopes, initial_state.as_ref());
+    let slopes = slopes.into_slopes("lightning_attention");
+    checks::check_attention(&q, &k, &v, slopes.tensor(), initial_state.as_ref());
     assert!(
         !devices.is_empty(),
         "lasp_attention: `devices` is empty, expected at least one device"
@@ -75,7 +76,8 @@ pub fn lasp_attention<B: LightningBackend>(
     let mut incoming = Vec::with_capacity(ranges.len());
     for ((r, dev), (_, local_state)) in ranges.iter().zip(devices).zip(&local) {
         let state_in = state.to_device(dev);
-        let carried = decay(&slopes, r.len(), dev).slice([0..1, 0..h, r.len() - 1..r.len()]);
+        let carried =
+            decay(slopes.tensor(), r.len(), dev).slice([0..1, 0..h, r.len() - 1..r.len()]);
         state = state_in.clone() * carried + local_state.clone();
         incoming.push(state_in);
     }
@@ -86,7 +88,7 @@ pub fn lasp_attention<B: LightningBackend>(
         .zip(devices)
         .zip(local.into_iter().zip(incoming))
         .map(|((r, dev), ((o, _), state_in))| {
-            let q = part(&q, r, dev).cast(DType::F32) * decay(&slopes, r.len(), dev);
+            let q = part(&q, r, dev).cast(DType::F32) * decay(slopes.tensor(), r.len(), dev);
             (o.clone().cast(DType::F32) + q.matmul(state_in))
                 .cast(o.dtype())
                 .to_device(&home)

@@ -34,10 +34,12 @@ pub mod nn;
 pub mod oracle;
 pub mod recurrent;
 pub mod reference;
+mod slopes;
 
 pub use autodiff::AutodiffInner;
 pub use checks::MAX_HEAD_DIM;
 pub use recurrent::lightning_decode_step;
+pub use slopes::{IntoSlopes, Slopes};
 
 use burn::tensor::{
     DType, Tensor, TensorPrimitive,
@@ -139,7 +141,7 @@ pub fn lightning_attention<B: LightningBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    slopes: Tensor<B, 1>,
+    slopes: impl IntoSlopes<B>,
 ) -> Tensor<B, 4> {
     lightning_attention_with_state(q, k, v, slopes, None).0
 }
@@ -154,15 +156,16 @@ pub fn lightning_attention<B: LightningBackend>(
 /// Before any kernel launch, naming the argument and the shapes: batch, heads or seq of
 /// q/k/v differ, q and k head dims differ, `slopes` is not `[heads]` or holds a negative or
 /// non-finite value, a head dim is 0 or above [`MAX_HEAD_DIM`], q/k/v dtypes differ, or the
-/// initial state is not `[batch, heads, d, e]`. Checking the slope values reads the `[heads]`
-/// slopes back to the host, one small transfer per call.
+/// initial state is not `[batch, heads, d, e]`. Checking the values of a plain slopes tensor
+/// reads it back to the host, a device sync per call; a [`Slopes`] is checked once.
 pub fn lightning_attention_with_state<B: LightningBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
-    slopes: Tensor<B, 1>,
+    slopes: impl IntoSlopes<B>,
     initial_state: Option<Tensor<B, 4>>,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+    let slopes = slopes.into_slopes("lightning_attention").into_tensor();
     checks::check_attention(&q, &k, &v, &slopes, initial_state.as_ref());
     let [b, h, n, d] = q.dims();
     let e = v.dims()[3];

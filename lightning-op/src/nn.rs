@@ -34,7 +34,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::silu;
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
-use crate::{LightningBackend, lightning_attention_with_state};
+use crate::{LightningBackend, Slopes, lightning_attention_with_state};
 
 /// What q and k go through before the op. Linear attention needs no softmax, but the
 /// feature map decides what `q . k` can express: SiLU (TNL's choice) keeps it mostly
@@ -282,7 +282,9 @@ impl<B: LightningBackend> MultiHeadLightningAttention<B> {
         state: Option<Tensor<B, 4>>,
     ) -> (LightningOutput<B>, Tensor<B, 4>) {
         let [q, k, v] = self.project(input);
-        let (o, state) = lightning_attention_with_state(q, k, v, self.slopes.clone(), state);
+        // Checked at init; moved with the module since.
+        let slopes = Slopes::assume_checked(self.slopes.clone());
+        let (o, state) = lightning_attention_with_state(q, k, v, slopes, state);
         let context = self.merge(o);
         (LightningOutput { context }, state)
     }

@@ -8,13 +8,15 @@
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
-use crate::checks;
+use crate::{IntoSlopes, checks};
 
 /// One decode step: `q`, `k` `[batch, heads, d]`, `v` `[batch, heads, e]`, `slopes`
 /// `[heads]`, `state` `[batch, heads, d, e]`. Returns the output `[batch, heads, e]` (dtype
 /// of `q`) and the next state (fp32).
 ///
-/// Plain tensor ops, so it runs on every backend (and under autodiff).
+/// Plain tensor ops, so it runs on every backend (and under autodiff). Pass the slopes as
+/// a [`Slopes`](crate::Slopes) when stepping token by token: a plain tensor is read back to
+/// check its values on every step.
 ///
 /// # Panics
 /// On shape or dtype mismatches and bad slopes, like
@@ -23,9 +25,10 @@ pub fn lightning_decode_step<B: Backend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 3>,
     v: Tensor<B, 3>,
-    slopes: Tensor<B, 1>,
+    slopes: impl IntoSlopes<B>,
     state: Tensor<B, 4>,
 ) -> (Tensor<B, 3>, Tensor<B, 4>) {
+    let slopes = slopes.into_slopes("lightning_decode_step").into_tensor();
     check_step(&q, &k, &v, &slopes, &state);
     let [_, h, _] = q.dims();
     let dtype = q.dtype();

@@ -9,9 +9,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::activation::silu;
-use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Bool, Tensor, backend::Backend};
 use lightning_op::{
-    LightningBackend, lightning_attention, lightning_attention_with_state, lightning_decode_step,
+    LightningBackend, Slopes, lightning_attention, lightning_attention_with_state,
+    lightning_decode_step,
 };
 
 use crate::init::{as_rows, linear};
@@ -42,7 +43,8 @@ impl GlaConfig {
     /// Builds the layer.
     ///
     /// # Panics
-    /// If `n_heads` does not divide `d_model` or `slopes` is not `n_heads` long.
+    /// If `n_heads` does not divide `d_model`, or `slopes` is not `n_heads` long or holds a
+    /// negative or non-finite value.
     pub fn init<B: Backend>(&self, device: &B::Device) -> GatedLinearAttention<B> {
         let (d, h) = (self.d_model, self.n_heads);
         assert!(
@@ -55,13 +57,12 @@ impl GlaConfig {
             "GlaConfig: slopes must hold one value per head (n_heads = {h}), got {}",
             self.slopes.len()
         );
-        let slopes: Vec<f32> = self.slopes.iter().map(|&s| s as f32).collect();
         GatedLinearAttention {
             qkvu_proj: linear(d, 4 * d, self.init_std, device),
             lrpe: self.lrpe.then(|| LrpeConfig::new(h, d / h).init(device)),
             norm: SrmsNormConfig::new().with_eps(self.norm_eps).init(),
             out_proj: linear(d, d, self.init_std, device),
-            slopes: Tensor::from_data(TensorData::new(slopes, [h]), device),
+            slopes: Slopes::from_values(&self.slopes, device).into_tensor(),
             n_heads: h,
         }
     }
@@ -86,6 +87,12 @@ impl<B: Backend> GatedLinearAttention<B> {
     /// This layer's decay slopes `[H]`.
     pub fn slopes(&self) -> Tensor<B, 1> {
         self.slopes.clone()
+    }
+
+    /// The slopes as the op takes them without a read-back: checked when the layer was
+    /// built, moved with it since.
+    fn checked_slopes(&self) -> Slopes<B> {
+        Slopes::assume_checked(self.slopes.clone())
     }
 
     /// The LRPE of this layer, if it has one.
@@ -147,7 +154,7 @@ impl<B: LightningBackend> GatedLinearAttention<B> {
     /// Training form: `[b, n, D] -> [b, n, D]`, one parallel lightning attention call.
     pub fn forward(&self, x: Tensor<B, 3>, mask_pad: Option<&Tensor<B, 2, Bool>>) -> Tensor<B, 3> {
         let ([q, k, v], u) = self.project_with_gate(x, mask_pad, 0);
-        let o = lightning_attention(q, k, v, self.slopes.clone());
+        let o = lightning_attention(q, k, v, self.checked_slopes());
         self.merge(o, u)
     }
 
@@ -161,7 +168,7 @@ impl<B: LightningBackend> GatedLinearAttention<B> {
         start: usize,
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let ([q, k, v], u) = self.project_with_gate(x, mask_pad, start);
-        let (o, state) = lightning_attention_with_state(q, k, v, self.slopes.clone(), state);
+        let (o, state) = lightning_attention_with_state(q, k, v, self.checked_slopes(), state);
         (self.merge(o, u), state)
     }
 
@@ -175,7 +182,7 @@ impl<B: LightningBackend> GatedLinearAttention<B> {
     ) -> (Tensor<B, 3>, Tensor<B, 4>) {
         let ([q, k, v], u) = self.project_with_gate(x, None, position);
         let [q, k, v] = [q, k, v].map(|t| t.squeeze_dim::<3>(2));
-        let (o, state) = lightning_decode_step(q, k, v, self.slopes.clone(), state);
+        let (o, state) = lightning_decode_step(q, k, v, self.checked_slopes(), state);
         (self.merge(o.unsqueeze_dim(2), u), state)
     }
 }

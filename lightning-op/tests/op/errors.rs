@@ -3,7 +3,9 @@
 
 use burn::backend::{NdArray, Wgpu};
 use burn::tensor::{DType, Tensor, backend::Backend};
-use lightning_op::{lightning_attention, lightning_attention_with_state, lightning_decode_step};
+use lightning_op::{
+    Slopes, lightning_attention, lightning_attention_with_state, lightning_decode_step,
+};
 
 type B = NdArray;
 
@@ -200,5 +202,46 @@ fn decode_heads_mismatch() {
         t([1, 3, 4]),
         slopes(&[0.1, 0.2]),
         t([1, 2, 8, 4]),
+    );
+}
+
+#[test]
+#[should_panic(
+    expected = "Slopes::from_values: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got -1 for head 1"
+)]
+fn negative_slope_from_values() {
+    Slopes::<B>::from_values(&[0.5, -1.0], &Default::default());
+}
+
+#[test]
+#[should_panic(
+    expected = "Slopes::new: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got inf for head 0"
+)]
+fn infinite_slope_checked_once() {
+    Slopes::new(slopes::<B>(&[f32::INFINITY, 0.5]));
+}
+
+#[test]
+#[should_panic(
+    expected = "lightning_decode_step: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got -0.25 for head 1"
+)]
+fn negative_slope_decode_step() {
+    lightning_decode_step::<B>(
+        t([1, 2, 8]),
+        t([1, 2, 8]),
+        t([1, 2, 4]),
+        slopes(&[0.5, -0.25]),
+        t([1, 2, 8, 4]),
+    );
+}
+
+#[test]
+#[should_panic(expected = "lightning_attention: slopes must be [heads] = [2]; got [3]")]
+fn checked_slopes_still_need_one_per_head() {
+    lightning_attention::<B>(
+        t([1, 2, 8, 8]),
+        t([1, 2, 8, 8]),
+        t([1, 2, 8, 8]),
+        Slopes::from_values(&[0.1, 0.2, 0.3], &Default::default()),
     );
 }

@@ -1,7 +1,7 @@
 //! Presets' parameter counts, count-from-config == Module::num_params, bad configs.
 
 use burn::module::Module;
-use tnl_model::{DecaySchedule, TnlConfig};
+use tnl_model::{DecaySchedule, GlaConfig, TnlConfig};
 
 use crate::support::{B, panic_message};
 
@@ -119,4 +119,17 @@ fn config_file_round_trip() {
     let loaded = TnlConfig::load(&path).unwrap();
     std::fs::remove_file(&path).ok();
     assert_eq!(loaded, config);
+}
+
+/// The layer checks its slopes' values once, when built (its forward skips the read-back
+/// that checking a plain tensor on every call would cost).
+#[test]
+fn gla_refuses_a_negative_slope_when_built() {
+    let panic = panic_message(|| {
+        GlaConfig::new(16, 2, vec![0.5, -0.1]).init::<B>(&Default::default());
+    });
+    assert_eq!(
+        panic,
+        "Slopes::from_values: slopes must be finite and >= 0 (decay lambda = exp(-slope)); got -0.1 for head 1"
+    );
 }
