@@ -21,6 +21,8 @@ enum Product {
     /// inputs `k, v, slopes, grad_state`; outputs `dk, dv, d state`. Run unfused: burn
     /// 0.21's fusion miscomputes these matmul chains when n = 1 (seen on WGPU).
     StateBackward,
+    /// inputs `q, k, v, slopes, state`; outputs `o, state`.
+    Decode,
 }
 
 #[derive(Debug)]
@@ -62,6 +64,13 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Lightn
             }
             return;
         }
+        if let Product::Decode = self.product {
+            let (o, state) = B::lightning_decode(next(), next(), next(), next(), next());
+            for (ir, tensor) in self.desc.outputs.iter().zip([o, state]) {
+                handles.register_float_tensor::<B>(&ir.id, tensor);
+            }
+            return;
+        }
         let (q, k, v, slopes) = (next(), next(), next(), next());
         let state = self.has_state.then(&mut next);
         let results = match self.product {
@@ -76,7 +85,7 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Lightn
                     .chain(grads.initial_state)
                     .collect()
             }
-            Product::StateBackward => unreachable!("handled above"),
+            Product::StateBackward | Product::Decode => unreachable!("handled above"),
         };
         for (ir, tensor) in self.desc.outputs.iter().zip(results) {
             handles.register_float_tensor::<B>(&ir.id, tensor);
@@ -102,6 +111,7 @@ fn register<B: FusionBackend + LightningBackend>(
         Product::Forward => "lightning_attention_forward",
         Product::Backward => "lightning_attention_backward",
         Product::StateBackward => "lightning_attention_state_backward",
+        Product::Decode => "lightning_attention_decode",
     };
     let desc = CustomOpIr::new(id, &inputs, &outputs);
     let op = LightningOp::<B> {
@@ -181,5 +191,23 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         register::<B>(Product::StateBackward, inputs, false, outputs)
             .try_into()
             .expect("three outputs")
+    }
+
+    fn lightning_decode(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let outputs = vec![
+            (v.shape.clone(), q.dtype),
+            (state.shape.clone(), DType::F32),
+        ];
+        let inputs = vec![q, k, v, slopes, state];
+        let [o, state] = register::<B>(Product::Decode, inputs, false, outputs)
+            .try_into()
+            .expect("two outputs");
+        (o, state)
     }
 }

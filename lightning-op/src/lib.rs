@@ -8,7 +8,8 @@
 //! - [`reference`]: the blockwise algorithm from ordinary tensor ops, for every backend;
 //! - `fused`: CubeCL kernels for `CubeBackend` (CUDA and WGPU from one generic impl), with
 //!   `Fusion` and `Autodiff` wrappers whose backward runs fused kernels too;
-//! - [`recurrent`]: one token at a time against the state, for decoding.
+//! - [`recurrent`]: one token at a time against the state, for decoding (one kernel launch
+//!   on `CubeBackend`, plain tensor ops elsewhere).
 //!
 //! ```
 //! use burn::backend::NdArray;
@@ -62,7 +63,7 @@ pub struct LightningGrads<B: Backend> {
 /// with `impl LightningBackend for MyBackend {}`. `CubeBackend` (CUDA, WGPU), `Fusion`
 /// and `Autodiff` override them with fused kernels and their own backward.
 ///
-/// Contract of both methods (checked by the public functions, not here): `q`, `k`
+/// Contract of the methods (checked by the public functions, not here): `q`, `k`
 /// `[b, h, n, d]`, `v` `[b, h, n, e]` of one dtype, `slopes` `[h]`, the state
 /// `[b, h, d, e]` in fp32, `n >= 1`.
 pub trait LightningBackend: Backend {
@@ -121,6 +122,26 @@ pub trait LightningBackend: Backend {
     ) -> [FloatTensor<Self>; 3] {
         reference::state_backward::<Self>(float(k), float(v), float(slopes), float(grad_state))
             .map(|t| t.into_primitive().tensor())
+    }
+
+    /// One decode step: `q`, `k` `[b, h, d]`, `v` `[b, h, e]`, `slopes` `[h]`, the state
+    /// `[b, h, d, e]` in fp32; returns the output `[b, h, e]` in the dtype of `q` and the
+    /// next state in fp32.
+    fn lightning_decode(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o, state) = recurrent::reference_step::<Self>(
+            float(q),
+            float(k),
+            float(v),
+            float(slopes),
+            float(state),
+        );
+        (o.into_primitive().tensor(), state.into_primitive().tensor())
     }
 }
 

@@ -8,20 +8,21 @@
 
 use burn::tensor::{DType, Tensor, backend::Backend};
 
-use crate::{IntoSlopes, checks};
+use crate::{IntoSlopes, LightningBackend, checks, float};
 
 /// One decode step: `q`, `k` `[batch, heads, d]`, `v` `[batch, heads, e]`, `slopes`
 /// `[heads]`, `state` `[batch, heads, d, e]`. Returns the output `[batch, heads, e]` (dtype
 /// of `q`) and the next state (fp32).
 ///
-/// Plain tensor ops, so it runs on every backend (and under autodiff). Pass the slopes as
-/// a [`Slopes`](crate::Slopes) when stepping token by token: a plain tensor is read back to
-/// check its values on every step.
+/// One kernel launch on `CubeBackend` (CUDA, WGPU, also under Fusion); plain tensor ops on
+/// other backends and under autodiff, where gradients flow through them. Pass the slopes
+/// as a [`Slopes`](crate::Slopes) when stepping token by token: a plain tensor is read back
+/// to check its values on every step.
 ///
 /// # Panics
 /// On shape or dtype mismatches and bad slopes, like
 /// [`lightning_attention_with_state`](crate::lightning_attention_with_state).
-pub fn lightning_decode_step<B: Backend>(
+pub fn lightning_decode_step<B: LightningBackend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 3>,
     v: Tensor<B, 3>,
@@ -30,6 +31,24 @@ pub fn lightning_decode_step<B: Backend>(
 ) -> (Tensor<B, 3>, Tensor<B, 4>) {
     let slopes = slopes.into_slopes("lightning_decode_step").into_tensor();
     check_step(&q, &k, &v, &slopes, &state);
+    let (o, state) = B::lightning_decode(
+        q.into_primitive().tensor(),
+        k.into_primitive().tensor(),
+        v.into_primitive().tensor(),
+        slopes.into_primitive().tensor(),
+        state.cast(DType::F32).into_primitive().tensor(),
+    );
+    (float(o), float(state))
+}
+
+/// The step from plain tensor ops: the default of [`LightningBackend::lightning_decode`].
+pub(crate) fn reference_step<B: Backend>(
+    q: Tensor<B, 3>,
+    k: Tensor<B, 3>,
+    v: Tensor<B, 3>,
+    slopes: Tensor<B, 1>,
+    state: Tensor<B, 4>,
+) -> (Tensor<B, 3>, Tensor<B, 4>) {
     let [_, h, _] = q.dims();
     let dtype = q.dtype();
     let [q, k, v] = [q, k, v].map(|t| t.cast(DType::F32));

@@ -164,7 +164,11 @@ fn with_segment_dim<R: CubeRuntime>(tensor: CubeTensor<R>) -> CubeTensor<R> {
     )
 }
 
-fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
+pub(super) fn empty<R: CubeRuntime>(
+    like: &CubeTensor<R>,
+    shape: Vec<usize>,
+    dtype: DType,
+) -> CubeTensor<R> {
     empty_device_contiguous_dtype(
         like.client.clone(),
         like.device.clone(),

@@ -2,8 +2,10 @@
 //!
 //! The forward is one sweep; the backward is three sweeps of the same kernel with the
 //! roles of the tensors exchanged (the derivation is in [`crate::reference::backward`]).
+//! The decode step is its own small kernel.
 
 mod cmma;
+mod decode;
 mod kernel;
 mod launch;
 
@@ -106,6 +108,16 @@ where
             (-(n as f64)).into(),
         ));
         [dk, dv, Self::float_mul(grad_state, decay)]
+    }
+
+    fn lightning_decode(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        state: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        decode::decode(q, k, v, fp32::<Self>(slopes), fp32::<Self>(state))
     }
 }
 

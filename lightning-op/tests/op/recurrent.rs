@@ -103,3 +103,40 @@ fn chained_calls_equal_one_call() {
     chained::<NdArray>(&Default::default());
     chained::<Wgpu>(&Default::default());
 }
+
+/// The fused step reads the state through its strides (here a column slice of a wider
+/// tensor); the reference step is the oracle.
+fn strided_step<B: LightningBackend>() -> (Vec<f64>, Vec<f64>) {
+    let dev = Default::default();
+    let p = problem([2, 3, 1, 20, 12], 77, true);
+    let [b, h, d, e] = [p.b, p.h, p.d, p.e];
+    let q = tensor::<B, 3>(&p.q, [b, h, d], &dev);
+    let k = tensor::<B, 3>(&p.k, [b, h, d], &dev);
+    let v = tensor::<B, 3>(&p.v, [b, h, e], &dev);
+    let slopes = tensor::<B, 1>(&p.slopes, [h], &dev);
+    let s0 = tensor::<B, 4>(p.s0.as_ref().unwrap(), [b, h, d, e], &dev);
+    let wide = Tensor::cat(vec![s0.clone(), s0 * 2.0], 3);
+    let state = wide.slice([0..b, 0..h, 0..d, 0..e]);
+    let (o, next) = lightning_decode_step(q, k, v, slopes, state);
+    (host(o), host(next))
+}
+
+#[test]
+fn fused_step_reads_a_strided_state() {
+    let (o_ref, s_ref) = strided_step::<NdArray>();
+    let (o, s) = strided_step::<Wgpu>();
+    assert!(rel_err(&o, &o_ref) < 1e-5, "outputs differ");
+    assert!(rel_err(&s, &s_ref) < 1e-5, "states differ");
+}
+
+/// An empty batch gives empty results.
+#[test]
+fn fused_step_of_an_empty_batch() {
+    let dev = Default::default();
+    let t = |shape: [usize; 3]| Tensor::<Wgpu, 3>::zeros(shape, &dev);
+    let slopes = Tensor::<Wgpu, 1>::from_floats([0.5, 0.1, 0.0], &dev);
+    let state = Tensor::<Wgpu, 4>::zeros([0, 3, 20, 12], &dev);
+    let (o, next) =
+        lightning_decode_step(t([0, 3, 20]), t([0, 3, 20]), t([0, 3, 12]), slopes, state);
+    assert_eq!((o.dims(), next.dims()), ([0, 3, 12], [0, 3, 20, 12]));
+}
