@@ -97,6 +97,22 @@ fn zero_acc() -> Matrix<f32> {
     )
 }
 
+/// A 16x16 fragment into shared rows `stride` apart, row-major, from element `at`.
+#[cube]
+fn store_tile<C: CubePrimitive, O: CubePrimitive>(
+    dst: &mut SharedMemory<O>,
+    mat: &Matrix<C>,
+    at: usize,
+    #[comptime] stride: usize,
+) {
+    cmma::store(
+        &mut dst.slice_mut(at, tile_end(at, stride)),
+        mat,
+        stride as u32,
+        MatrixLayout::RowMajor,
+    );
+}
+
 /// `acc += A B` for one 16x16x16 step, operands read from shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]
@@ -384,12 +400,7 @@ fn local_state<F: Float, N: Size>(
         let tile = warp + s * WARPS as usize;
         if tile < tiles {
             let at = (tile / v_tiles) * T * OS + (tile % v_tiles) * T;
-            cmma::store(
-                &mut kv.slice_mut(at, tile_end(at, OS)),
-                accs.index(s),
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut kv, accs.index(s), at, OS);
         }
     }
     sync_cube();
@@ -593,12 +604,7 @@ fn outputs<F: Float, N: Size>(
                     );
                 }
                 let at = ti * T * SS + tj * T;
-                cmma::store(
-                    &mut ss.slice_mut(at, tile_end(at, SS)),
-                    &acc,
-                    SS as u32,
-                    MatrixLayout::RowMajor,
-                );
+                store_tile(&mut ss, &acc, at, SS);
             }
             tile += warps;
         }
@@ -651,12 +657,7 @@ fn outputs<F: Float, N: Size>(
                 );
             }
             let at = ti * T * OS + tj * T;
-            cmma::store(
-                &mut ss.slice_mut(at, tile_end(at, OS)),
-                &acc,
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut ss, &acc, at, OS);
             tile += warps;
         }
         sync_cube();
@@ -696,20 +697,10 @@ fn outputs<F: Float, N: Size>(
                     MatrixLayout::RowMajor,
                 );
             }
-            cmma::store(
-                &mut kv.slice_mut(at, tile_end(at, OS)),
-                &acc,
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut kv, &acc, at, OS);
             let snapshot = cmma::cast::<f32, F>(&acc);
             let sat = r * T * VS + c * T;
-            cmma::store(
-                &mut kvb.slice_mut(sat, tile_end(sat, VS)),
-                &snapshot,
-                VS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut kvb, &snapshot, sat, VS);
             tile += warps;
         }
 
