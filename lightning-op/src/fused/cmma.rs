@@ -4,14 +4,15 @@
 //!
 //! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice in shared fp32:
 //! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
-//! 2. one elementwise pass: `P = S * M` in the storage type, a storage-type copy of the
-//!    state for the inter product, and the state's own decay `KV <- lambda^m KV`
-//!    (`diag(lambda^(i+1)) Q` and `diag(lambda^(m-1-j)) K` were made on load, next to the
-//!    raw Q and K the scores need);
-//! 3. `O = Q KV + P V` (one accumulator per output tile) and `KV += K^T V`, which touch
-//!    disjoint buffers and run back to back;
+//! 2. `P = S * M` in the storage type;
+//! 3. `O = Q KV + P V` (one accumulator per output tile, `diag(lambda^(i+1)) Q` made on
+//!    load next to the raw Q the scores need, KV read from a storage-type snapshot), then
+//!    `KV <- lambda^m KV + K^T diag(lambda^(m-1-j)) V`, each tile's accumulator also stored
+//!    as the next block's snapshot;
 //! 4. the output tile leaves through shared memory, coalesced.
-//! The decays are folded into the operands, so no fragment is ever indexed element-wise.
+//! The decays are folded into the operands, so no fragment is ever indexed element-wise;
+//! even the state's own decay `lambda^m` is, while the storage type's range allows (see
+//! [`fold_limit`]), folded into K instead of applied to the state.
 //! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
 //! [`local_state`].
 
@@ -53,11 +54,23 @@ const STAGE: usize = if BLK * SS > BLK * OS {
 pub const WARPS: u32 = 8;
 const UNITS: usize = 32 * WARPS as usize;
 
+/// How far (`e^limit`) the output pass may let its state grow before decaying it in place:
+/// the grown state and the K rows that feed it are rounded to the storage type. bf16 has
+/// fp32's exponent range, so `e^40` leaves `e^48` of headroom below its largest value and
+/// the matching Q scale `>= e^-(40 + BLK slope)` stays normal; f16 tops out at 65504,
+/// which a state already near its range could not spare, so it decays every block.
+pub fn fold_limit(dtype: burn::tensor::DType) -> f32 {
+    match dtype {
+        burn::tensor::DType::BF16 => 40.0,
+        _ => 0.0,
+    }
+}
+
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage.
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
     (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
-        + (STAGE + dcap * OS + BLK + 1) * 4
+        + (STAGE + dcap * OS + BLK) * 4
 }
 
 /// Time index of the `i`-th token in sweep order.
@@ -82,6 +95,22 @@ fn zero_acc() -> Matrix<f32> {
         MatrixLayout::Undefined,
         0.0,
     )
+}
+
+/// A 16x16 fragment into shared rows `stride` apart, row-major, from element `at`.
+#[cube]
+fn store_tile<C: CubePrimitive, O: CubePrimitive>(
+    dst: &mut SharedMemory<O>,
+    mat: &Matrix<C>,
+    at: usize,
+    #[comptime] stride: usize,
+) {
+    cmma::store(
+        &mut dst.slice_mut(at, tile_end(at, stride)),
+        mat,
+        stride as u32,
+        MatrixLayout::RowMajor,
+    );
 }
 
 /// `acc += A B` for one 16x16x16 step, operands read from shared memory.
@@ -137,7 +166,7 @@ fn load_block<F: Float, N: Size>(
     t0: usize,
     m: usize,
     slope: f32,
-    e0: usize,
+    e0: f32,
     #[comptime] cols: usize,
     #[comptime] stride: usize,
     #[comptime] vec: usize,
@@ -159,11 +188,12 @@ fn load_block<F: Float, N: Size>(
                 if c0 + c < width {
                     x = src[(base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec];
                 }
+                let fi = f32::cast_from(i as u32);
                 if comptime!(scale == Scale::Down) {
-                    w = (-slope * f32::cast_from((e0 - i) as u32)).exp();
+                    w = (-slope * (e0 - fi)).exp();
                 }
                 if comptime!(scale == Scale::Up) {
-                    w = (-slope * f32::cast_from((e0 + i) as u32)).exp();
+                    w = (-slope * (e0 + fi)).exp();
                 }
             }
             #[unroll]
@@ -178,10 +208,46 @@ fn load_block<F: Float, N: Size>(
     }
 }
 
-/// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
-/// in `state_out` `[S, B, H, dqk, dv]`.
+/// Rows `t0 .. t0 + m` of this cube's `EV` columns of V.
 #[cube]
-fn store_state(kv: &SharedMemory<f32>, state_out: &mut Tensor<f32>, #[comptime] dcap: usize) {
+fn load_values<F: Float, N: Size>(
+    v: &Tensor<Vector<F, N>>,
+    vs: &mut SharedMemory<F>,
+    t0: usize,
+    m: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+) {
+    let dv = v.shape(3);
+    let base = CUBE_POS_Y as usize * v.shape(2) * dv;
+    let c0 = CUBE_POS_X as usize * EV;
+    load_block::<F, N>(
+        v,
+        vs,
+        base,
+        dv,
+        c0,
+        t0,
+        m,
+        0.0,
+        0.0,
+        EV,
+        VS,
+        vec,
+        reverse,
+        Scale::None,
+    );
+}
+
+/// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
+/// in `state_out` `[S, B, H, dqk, dv]`, times `scale`.
+#[cube]
+fn store_state(
+    kv: &SharedMemory<f32>,
+    state_out: &mut Tensor<f32>,
+    scale: f32,
+    #[comptime] dcap: usize,
+) {
     let unit = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let c0 = CUBE_POS_X as usize * EV;
@@ -193,7 +259,7 @@ fn store_state(kv: &SharedMemory<f32>, state_out: &mut Tensor<f32>, #[comptime] 
         let row = idx / EV;
         let col = idx % EV;
         if row < dqk && c0 + col < dv {
-            state_out[(base + row) * dv + c0 + col] = kv[row * OS + col];
+            state_out[(base + row) * dv + c0 + col] = kv[row * OS + col] * scale;
         }
         idx += UNITS;
     }
@@ -213,6 +279,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     out: &mut Tensor<Vector<F, N>>,
     state_out: &mut Tensor<f32>,
     seg_len: usize,
+    fold_limit: f32,
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] mode: Mode,
@@ -233,6 +300,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
             out,
             state_out,
             seg_len,
+            fold_limit,
             dcap,
             vec,
             has_state,
@@ -260,10 +328,8 @@ fn local_state<F: Float, N: Size>(
 ) {
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
-    let c0 = CUBE_POS_X as usize * EV;
     let n = k.shape(2);
     let dqk = k.shape(3);
-    let dv = v.shape(3);
     let seg_start = CUBE_POS_Z as usize * seg_len;
     let seg_end = min(n, seg_start + seg_len);
     let slope = slopes[bh % k.shape(1)];
@@ -296,29 +362,14 @@ fn local_state<F: Float, N: Size>(
             t0,
             m,
             slope,
-            seg_end - 1 - t0 + shift,
+            f32::cast_from((seg_end - 1 - t0 + shift) as u32),
             dcap,
             qks,
             vec,
             reverse,
             Scale::Down,
         );
-        load_block::<F, N>(
-            v,
-            &mut vs,
-            bh * n * dv,
-            dv,
-            c0,
-            t0,
-            m,
-            slope,
-            0,
-            EV,
-            VS,
-            vec,
-            reverse,
-            Scale::None,
-        );
+        load_values::<F, N>(v, &mut vs, t0, m, vec, reverse);
         sync_cube();
         #[unroll]
         for s in 0..per_warp {
@@ -349,16 +400,11 @@ fn local_state<F: Float, N: Size>(
         let tile = warp + s * WARPS as usize;
         if tile < tiles {
             let at = (tile / v_tiles) * T * OS + (tile % v_tiles) * T;
-            cmma::store(
-                &mut kv.slice_mut(at, tile_end(at, OS)),
-                accs.index(s),
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut kv, accs.index(s), at, OS);
         }
     }
     sync_cube();
-    store_state(&kv, state_out, dcap);
+    store_state(&kv, state_out, 1.0, dcap);
 }
 
 /// `Mode::Output`: steps 1-4 of the module docs for every block of the segment, from the
@@ -374,6 +420,7 @@ fn outputs<F: Float, N: Size>(
     out: &mut Tensor<Vector<F, N>>,
     state_out: &mut Tensor<f32>,
     seg_len: usize,
+    fold_limit: f32,
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] has_state: bool,
@@ -409,11 +456,11 @@ fn outputs<F: Float, N: Size>(
     // Scores, then the output tile on its way out.
     let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
     let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
-    let mut decay = SharedMemory::<f32>::new(BLK + 1);
+    let mut decay = SharedMemory::<f32>::new(BLK);
 
     let slope = slopes[head];
     let mut x = unit;
-    while x <= BLK {
+    while x < BLK {
         decay[x] = (-slope * f32::cast_from(x as u32)).exp();
         x += units;
     }
@@ -432,20 +479,32 @@ fn outputs<F: Float, N: Size>(
             }
         }
         kv[row * OS + col] = init;
+        kvb[row * VS + col] = F::cast_from(init);
         idx += units;
     }
 
-    let shift_inter = if reverse { 0usize } else { 1usize };
-    let shift_update = if reverse { 1usize } else { 0usize };
+    let shift_inter = if reverse { 0u32 } else { 1u32 };
+    let shift_update = if reverse { 1u32 } else { 0u32 };
     let row_tiles = BLK / T;
     let d_tiles = dcap / T;
     let v_tiles = EV / T;
+    let qk_base = bh * n * dqk;
 
+    // The state is kept as `U = KV / lambda^tau`, `tau` tokens after it was last decayed in
+    // place: a block's decay `lambda^m` goes into the scale of its K rows (and the next Q
+    // rows) instead of a pass over the whole fp32 state, for as long as the growth
+    // `lambda^-(tau + m)` stays below `e^fold_limit`, which the launch picks per dtype.
+    let mut tau = 0u32;
     let mut t0 = seg_start;
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
+        let grown = f32::cast_from(tau + m as u32);
+        let fold = slope * grown <= fold_limit;
+        let mut k_e0 = f32::cast_from(m as u32 - 1 + shift_update);
+        if fold {
+            k_e0 -= grown;
+        }
         sync_cube();
-        let qk_base = bh * n * dqk;
         load_block::<F, N>(
             q,
             &mut qs,
@@ -455,7 +514,7 @@ fn outputs<F: Float, N: Size>(
             t0,
             m,
             slope,
-            0,
+            0.0,
             dcap,
             qks,
             vec,
@@ -471,7 +530,7 @@ fn outputs<F: Float, N: Size>(
             t0,
             m,
             slope,
-            shift_inter,
+            f32::cast_from(tau + shift_inter),
             dcap,
             qks,
             vec,
@@ -487,7 +546,7 @@ fn outputs<F: Float, N: Size>(
             t0,
             m,
             slope,
-            0,
+            0.0,
             dcap,
             qks,
             vec,
@@ -503,29 +562,25 @@ fn outputs<F: Float, N: Size>(
             t0,
             m,
             slope,
-            m - 1 + shift_update,
+            k_e0,
             dcap,
             qks,
             vec,
             reverse,
             Scale::Down,
         );
-        load_block::<F, N>(
-            v,
-            &mut vs,
-            bh * n * dv,
-            dv,
-            c0,
-            t0,
-            m,
-            slope,
-            0,
-            EV,
-            VS,
-            vec,
-            reverse,
-            Scale::None,
-        );
+        load_values::<F, N>(v, &mut vs, t0, m, vec, reverse);
+        if !fold {
+            // `KV <- lambda^m KV` in place (`kvb` already holds the state the block's
+            // inter term reads).
+            let lm = (-slope * grown).exp();
+            let mut idx = unit;
+            while idx < dcap * EV {
+                let at = (idx / EV) * OS + idx % EV;
+                kv[at] = kv[at] * lm;
+                idx += units;
+            }
+        }
         sync_cube();
 
         // 1. S = Q K^T on the tiles at or below the diagonal.
@@ -549,18 +604,13 @@ fn outputs<F: Float, N: Size>(
                     );
                 }
                 let at = ti * T * SS + tj * T;
-                cmma::store(
-                    &mut ss.slice_mut(at, tile_end(at, SS)),
-                    &acc,
-                    SS as u32,
-                    MatrixLayout::RowMajor,
-                );
+                store_tile(&mut ss, &acc, at, SS);
             }
             tile += warps;
         }
         sync_cube();
 
-        // 2a. P = S * M in the storage type.
+        // 2. P = S * M in the storage type.
         let mut idx = unit;
         while idx < BLK * BLK {
             let i = idx / BLK;
@@ -570,15 +620,6 @@ fn outputs<F: Float, N: Size>(
                 p = ss[i * SS + j] * decay[i - j];
             }
             ps[i * PS + j] = F::cast_from(p);
-            idx += units;
-        }
-        // 2b. Snapshot and decay the state.
-        let mut idx = unit;
-        while idx < dcap * EV {
-            let row = idx / EV;
-            let col = idx % EV;
-            kvb[row * VS + col] = F::cast_from(kv[row * OS + col]);
-            kv[row * OS + col] = kv[row * OS + col] * decay[m];
             idx += units;
         }
         sync_cube();
@@ -616,15 +657,13 @@ fn outputs<F: Float, N: Size>(
                 );
             }
             let at = ti * T * OS + tj * T;
-            cmma::store(
-                &mut ss.slice_mut(at, tile_end(at, OS)),
-                &acc,
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut ss, &acc, at, OS);
             tile += warps;
         }
-        // 3b. KV += K^T V.
+        sync_cube();
+
+        // 3b. KV += K^T V, and the storage-type snapshot of it for the next block's inter
+        // term, straight from the fragment.
         let mut tile = warp;
         while tile < d_tiles * v_tiles {
             let r = tile / v_tiles;
@@ -658,17 +697,14 @@ fn outputs<F: Float, N: Size>(
                     MatrixLayout::RowMajor,
                 );
             }
-            cmma::store(
-                &mut kv.slice_mut(at, tile_end(at, OS)),
-                &acc,
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
+            store_tile(&mut kv, &acc, at, OS);
+            let snapshot = cmma::cast::<f32, F>(&acc);
+            let sat = r * T * VS + c * T;
+            store_tile(&mut kvb, &snapshot, sat, VS);
             tile += warps;
         }
-        sync_cube();
 
-        // 4. The output tile, coalesced, `vec` elements per store.
+        // 4. The output tile (staged in 3a), coalesced, `vec` elements per store.
         let mut idx = unit;
         while idx < BLK * EV / vec {
             let i = idx / (EV / vec);
@@ -683,11 +719,16 @@ fn outputs<F: Float, N: Size>(
             }
             idx += units;
         }
+        if fold {
+            tau += m as u32;
+        } else {
+            tau = 0;
+        }
         t0 += BLK;
     }
     sync_cube();
 
     if write_state {
-        store_state(&kv, state_out, dcap);
+        store_state(&kv, state_out, (-slope * f32::cast_from(tau)).exp(), dcap);
     }
 }

@@ -262,6 +262,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
                     out.clone().into_tensor_arg(),
                     state_out.clone().into_tensor_arg(),
                     seg_len,
+                    cmma::fold_limit(q.dtype),
                     dcap,
                     vec,
                     mode,
