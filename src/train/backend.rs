@@ -90,6 +90,12 @@ pub trait DataParallel: AutodiffBackend {
     const DDP: bool;
 
     fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self>;
+
+    /// Whatever must run beside the training for [`Self::execution`] to make progress,
+    /// stopped when the returned value is dropped. Nothing for most backends.
+    fn collective_guard(_devices: &[Self::Device]) -> Box<dyn std::any::Any> {
+        Box::new(())
+    }
 }
 
 fn multi_device<B: AutodiffBackend>(devices: Vec<B::Device>) -> ExecutionStrategy<B> {
@@ -140,8 +146,65 @@ impl DataParallel for CudaTrain {
         ExecutionStrategy::ddp(devices, config)
     }
 
+    #[cfg(feature = "ddp")]
+    fn collective_guard(devices: &[Self::Device]) -> Box<dyn std::any::Any> {
+        Box::new(QueuePump::start(devices))
+    }
+
     #[cfg(not(feature = "ddp"))]
     fn execution(devices: Vec<Self::Device>) -> ExecutionStrategy<Self> {
         multi_device(devices)
+    }
+}
+
+/// Keeps every GPU's CubeCL task queue moving while DDP trains.
+///
+/// CubeCL 0.10 hands work to a device's thread in batches of 32 tasks, run when a batch
+/// fills or a caller flushes it. Burn 0.21's gradient-sync thread issues each all-reduce
+/// with a plain `submit`, which queues it without a flush. A GPU whose worker has finished
+/// its backward pass submits nothing more while it waits for the reduced gradients, so its
+/// last all-reduces stay queued, while the other GPU's matching all-reduces run and wait
+/// on NCCL for them. TNL-385M on two H200s hung in its first step that way: NCCL's log
+/// showed one all-reduce call on rank 1 and none on rank 0, whose device thread sat idle
+/// (eu-stack). One thread per device flushes its queue every few milliseconds.
+#[cfg(feature = "ddp")]
+struct QueuePump {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[cfg(feature = "ddp")]
+impl QueuePump {
+    /// Flushing is a blocking call on the device's thread, so each device gets its own
+    /// pump: a device busy with a long task must not hold up another's flushes.
+    fn start(devices: &[cubecl::cuda::CudaDevice]) -> Self {
+        use cubecl::Runtime;
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = devices
+            .iter()
+            .map(|device| {
+                let client = cubecl::cuda::CudaRuntime::client(device);
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        // An error here is the training's own, which it reports itself.
+                        let _ = client.flush();
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+#[cfg(feature = "ddp")]
+impl Drop for QueuePump {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
     }
 }

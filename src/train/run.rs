@@ -420,7 +420,9 @@ where
     }
 
     let started = Instant::now();
+    let guard = B::collective_guard(devices);
     let result = training_run.launch(learner);
+    drop(guard);
     let seconds = started.elapsed().as_secs_f64();
     let history = history.lock().map(|h| h.clone()).unwrap_or_default();
     Ok(FitReport {
