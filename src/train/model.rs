@@ -1,7 +1,7 @@
 //! The models burn-train's `Learner` trains here: TransNormerLLM, and a softmax Transformer
 //! of about the same size to compare it with. Both map `[batch, seq]` token ids to logits
-//! `[batch, seq, vocab]` and report through burn-train's `SequenceOutput`, so loss and
-//! perplexity come from Burn's own metrics.
+//! `[batch, seq, vocab]` and report their loss through [`LmOutput`] to Burn's own loss
+//! metric.
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, ModuleVisitor, Param};
@@ -13,7 +13,8 @@ use burn::nn::transformer::{
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor};
-use burn::train::{InferenceStep, SequenceOutput, TrainOutput, TrainStep};
+use burn::train::metric::{Adaptor, ItemLazy, LossInput};
+use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use lightning_op::{LightningAutodiffBackend, LightningBackend};
 use tnl_model::{Tnl, TnlConfig};
 
@@ -36,20 +37,40 @@ impl ModelSpec {
     }
 }
 
-/// Mean next-token cross-entropy of `logits` `[b, n, vocab]` against `targets` `[b, n]`,
-/// packed for burn-train's loss and perplexity metrics.
-pub fn sequence_output<B: Backend>(
-    logits: Tensor<B, 3>,
-    targets: Tensor<B, 2, Int>,
-) -> SequenceOutput<B> {
+/// What a step reports to burn-train: the mean next-token loss, nothing else.
+///
+/// burn-train's `SequenceOutput` also carries the logits, and its `ItemLazy::sync` copies
+/// them to the host after every step for the metrics: 2.1 GB per step for TNL-385M's
+/// 4 x 2048 x 64000 logits, then a log-softmax over them on the CPU for its perplexity
+/// metric. On the H200 that, not the GPU, set the pace of TNL-385M training (a stack sample
+/// caught the metric thread in that log-softmax with both GPUs idle), and under DDP the
+/// workers queue on it. Our metrics need only the loss; perplexity is its exponential.
+pub struct LmOutput<B: Backend> {
+    pub loss: Tensor<B, 1>,
+}
+
+/// Mean next-token cross-entropy of `logits` `[b, n, vocab]` against `targets` `[b, n]`.
+pub fn lm_output<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>) -> LmOutput<B> {
     let [b, n, vocab] = logits.dims();
     let loss = CrossEntropyLossConfig::new()
         .init(&logits.device())
-        .forward(
-            logits.clone().reshape([b * n, vocab]),
-            targets.clone().reshape([b * n]),
-        );
-    SequenceOutput::new(loss, logits, None, targets)
+        .forward(logits.reshape([b * n, vocab]), targets.reshape([b * n]));
+    LmOutput { loss }
+}
+
+/// The loss stays on its device until the loss metric reads its one value.
+impl<B: Backend> ItemLazy for LmOutput<B> {
+    type ItemSync = Self;
+
+    fn sync(self) -> Self {
+        self
+    }
+}
+
+impl<B: Backend> Adaptor<LossInput<B>> for LmOutput<B> {
+    fn adapt(&self) -> LossInput<B> {
+        LossInput::new(self.loss.clone())
+    }
 }
 
 /// TNL as the `Learner` sees it (burn-train's step traits cannot be implemented on
@@ -66,16 +87,16 @@ impl<B: LightningBackend> TnlLm<B> {
         }
     }
 
-    pub fn forward(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
-        sequence_output(self.tnl.forward(batch.inputs), batch.targets)
+    pub fn forward(&self, batch: LmBatch<B>) -> LmOutput<B> {
+        lm_output(self.tnl.forward(batch.inputs), batch.targets)
     }
 }
 
 impl<B: LightningAutodiffBackend> TrainStep for TnlLm<B> {
     type Input = LmBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = LmOutput<B>;
 
-    fn step(&self, batch: LmBatch<B>) -> TrainOutput<SequenceOutput<B>> {
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let output = self.forward(batch);
         TrainOutput::new(self, output.loss.backward(), output)
     }
@@ -83,9 +104,9 @@ impl<B: LightningAutodiffBackend> TrainStep for TnlLm<B> {
 
 impl<B: LightningBackend> InferenceStep for TnlLm<B> {
     type Input = LmBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = LmOutput<B>;
 
-    fn step(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
+    fn step(&self, batch: LmBatch<B>) -> LmOutput<B> {
         self.forward(batch)
     }
 }
@@ -197,16 +218,16 @@ impl<B: Backend> TransformerLm<B> {
             .reshape([b, n, vocab])
     }
 
-    pub fn forward(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
-        sequence_output(self.logits(batch.inputs), batch.targets)
+    pub fn forward(&self, batch: LmBatch<B>) -> LmOutput<B> {
+        lm_output(self.logits(batch.inputs), batch.targets)
     }
 }
 
 impl<B: AutodiffBackend> TrainStep for TransformerLm<B> {
     type Input = LmBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = LmOutput<B>;
 
-    fn step(&self, batch: LmBatch<B>) -> TrainOutput<SequenceOutput<B>> {
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let output = self.forward(batch);
         TrainOutput::new(self, output.loss.backward(), output)
     }
@@ -214,9 +235,9 @@ impl<B: AutodiffBackend> TrainStep for TransformerLm<B> {
 
 impl<B: Backend> InferenceStep for TransformerLm<B> {
     type Input = LmBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = LmOutput<B>;
 
-    fn step(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
+    fn step(&self, batch: LmBatch<B>) -> LmOutput<B> {
         self.forward(batch)
     }
 }
@@ -254,7 +275,7 @@ impl<B: LightningBackend> LanguageModel<B> {
         model
     }
 
-    pub fn forward(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
+    pub fn forward(&self, batch: LmBatch<B>) -> LmOutput<B> {
         match self {
             Self::Tnl(model) => model.forward(batch),
             Self::Transformer(model) => model.forward(batch),
@@ -283,9 +304,9 @@ where
     B::InnerBackend: LightningBackend,
 {
     type Input = LmBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = LmOutput<B>;
 
-    fn step(&self, batch: LmBatch<B>) -> TrainOutput<SequenceOutput<B>> {
+    fn step(&self, batch: LmBatch<B>) -> TrainOutput<LmOutput<B>> {
         let output = self.forward(batch);
         TrainOutput::new(self, output.loss.backward(), output)
     }
@@ -293,9 +314,9 @@ where
 
 impl<B: LightningBackend> InferenceStep for LanguageModel<B> {
     type Input = LmBatch<B>;
-    type Output = SequenceOutput<B>;
+    type Output = LmOutput<B>;
 
-    fn step(&self, batch: LmBatch<B>) -> SequenceOutput<B> {
+    fn step(&self, batch: LmBatch<B>) -> LmOutput<B> {
         self.forward(batch)
     }
 }

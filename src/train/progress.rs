@@ -24,7 +24,7 @@ pub struct ValidPoint {
     pub step: usize,
     /// Mean cross-entropy (nats/token) over the validation batches.
     pub loss: f64,
-    /// Burn's perplexity metric over the same batches.
+    /// `exp(loss)`: the perplexity over the same batches.
     pub perplexity: f64,
 }
 
@@ -72,7 +72,6 @@ pub struct ProgressRenderer {
     window_tokens: usize,
     lr: f64,
     valid_losses: Vec<f64>,
-    valid_perplexity: f64,
 }
 
 impl ProgressRenderer {
@@ -99,7 +98,6 @@ impl ProgressRenderer {
             window_tokens: 0,
             lr: f64::NAN,
             valid_losses: Vec::new(),
-            valid_perplexity: f64::NAN,
         }
     }
 
@@ -135,10 +133,8 @@ impl MetricsRendererTraining for ProgressRenderer {
     }
 
     fn update_valid(&mut self, state: MetricState) {
-        match self.numeric(&state) {
-            Some(("Loss", loss)) => self.valid_losses.push(loss),
-            Some(("Perplexity", ppl)) => self.valid_perplexity = ppl,
-            _ => {}
+        if let Some(("Loss", loss)) = self.numeric(&state) {
+            self.valid_losses.push(loss);
         }
     }
 
@@ -205,7 +201,7 @@ impl MetricsRendererTraining for ProgressRenderer {
         let point = ValidPoint {
             step,
             loss,
-            perplexity: self.valid_perplexity,
+            perplexity: loss.exp(),
         };
         self.valid_losses.clear();
         if self.log_every > 0 {

@@ -27,7 +27,7 @@ use burn::module::Module;
 use burn::optim::{AdamW, AdamWConfig, Optimizer, adaptor::OptimizerAdaptor};
 use burn::tensor::backend::Backend;
 use burn::train::checkpoint::KeepLastNCheckpoints;
-use burn::train::metric::{LearningRateMetric, LossMetric, PerplexityMetric};
+use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining, TrainingStrategy};
 use lightning_op::{LightningAutodiffBackend, LightningBackend};
 
@@ -407,8 +407,6 @@ where
         SupervisedTraining::new(run_dir, Arc::new(train_loader), Arc::new(valid_loader))
             .metric_train_numeric(LossMetric::new())
             .metric_valid_numeric(LossMetric::new())
-            .metric_train_numeric(PerplexityMetric::new())
-            .metric_valid_numeric(PerplexityMetric::new())
             .metric_train_numeric(LearningRateMetric::new())
             .with_file_checkpointer(CheckpointRecorder::new())
             .with_checkpointing_strategy(KeepLastNCheckpoints::new(options.keep_checkpoints.max(1)))
