@@ -126,7 +126,8 @@ impl DataParallel for burn::backend::Autodiff<burn::backend::Wgpu> {
 /// without Fusion: with Fusion every DDP run on two H200s hung in its first step (Fusion
 /// queues each device's operations, the gradient all-reduces among them, until something
 /// reads them, and one device's thread was left spinning); unfused, each all-reduce is
-/// issued to its GPU when the gradient-sync thread asks for it.
+/// issued to its GPU when the gradient-sync thread asks for it. The queue flushing of
+/// `QueuePump` (below), found later, may be what the fused runs lacked too; not retried.
 #[cfg(all(feature = "cuda", not(feature = "ddp")))]
 pub type CudaTrain = burn::backend::Autodiff<burn::backend::Cuda>;
 #[cfg(feature = "ddp")]
