@@ -53,7 +53,7 @@ pub(crate) fn reference_step<B: Backend>(
     let dtype = q.dtype();
     let [q, k, v] = [q, k, v].map(|t| t.cast(DType::F32));
     let lambda = slopes.cast(DType::F32).neg().exp().reshape([1, h, 1, 1]);
-    let state = state.cast(DType::F32) * lambda + k.unsqueeze_dim::<4>(3) * v.unsqueeze_dim(2);
+    let state = state * lambda + k.unsqueeze_dim::<4>(3) * v.unsqueeze_dim(2);
     let o = q.unsqueeze_dim::<4>(2).matmul(state.clone()).squeeze_dim(2);
     (o.cast(dtype), state)
 }
