@@ -2,7 +2,8 @@
 //! fp32 accumulators). Same contract and modes as the scalar [`super::kernel::sweep_kernel`];
 //! chosen when the storage dtype is f16/bf16 and the device has cooperative matrices.
 //!
-//! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice in shared fp32:
+//! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice held in fp32
+//! accumulator fragments (each warp keeps its tiles in registers for the whole sweep):
 //! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
 //! 2. `P = S * M` in the storage type;
 //! 3. `O = Q KV + P V` (one accumulator per output tile, `diag(lambda^(i+1)) Q` made on
@@ -44,12 +45,17 @@ const PS: usize = BLK + PAD;
 /// fp32 row strides: scores (`BLK` wide), output staging and the state (`EV`).
 const SS: usize = BLK + PAD_F32;
 const OS: usize = EV + PAD_F32;
-/// Floats of the scores / output staging buffer.
-const STAGE: usize = if BLK * SS > BLK * OS {
-    BLK * SS
-} else {
-    BLK * OS
-};
+/// Warps' scratch tiles: fp32 16x16, rows `XS` apart. The state's fragments pass through
+/// them when they are loaded, decayed in place or written out (a fragment's elements are
+/// only reachable through shared memory).
+const XS: usize = T + PAD_F32;
+const SCRATCH: usize = T * XS;
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
+/// Floats of the staging buffer: the scores, then the output tile on its way out, and
+/// between blocks every warp's scratch tile.
+const STAGE: usize = max(max(BLK * SS, BLK * OS), WARPS as usize * SCRATCH);
 /// Warps (planes of 32 units) per cube.
 pub const WARPS: u32 = 8;
 const UNITS: usize = 32 * WARPS as usize;
@@ -67,10 +73,12 @@ pub fn fold_limit(dtype: burn::tensor::DType) -> f32 {
 }
 
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
-/// storage.
+/// storage: the larger of the output pass and the local-state pass.
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
-    (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
-        + (STAGE + dcap * OS + BLK) * 4
+    let outputs = (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
+        + (STAGE + BLK) * 4;
+    let local = (BLK * qk_stride(dcap) + BLK * VS) * elem + dcap * OS * 4;
+    outputs.max(local)
 }
 
 /// Time index of the `i`-th token in sweep order.
@@ -453,9 +461,8 @@ fn outputs<F: Float, N: Size>(
     let mut vs = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
     let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
-    // Scores, then the output tile on its way out.
+    // Scores, then the output tile on its way out; the warps' scratch tiles between blocks.
     let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
-    let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
     let mut decay = SharedMemory::<f32>::new(BLK);
 
     let slope = slopes[head];
@@ -464,24 +471,6 @@ fn outputs<F: Float, N: Size>(
         decay[x] = (-slope * f32::cast_from(x as u32)).exp();
         x += units;
     }
-    let mut idx = unit;
-    while idx < dcap * EV {
-        let row = idx / EV;
-        let col = idx % EV;
-        let mut init = 0.0f32;
-        if has_state {
-            if row < dqk && c0 + col < dv {
-                init = state_in[segment * state_in.stride(0)
-                    + batch * state_in.stride(1)
-                    + head * state_in.stride(2)
-                    + row * state_in.stride(3)
-                    + (c0 + col) * state_in.stride(4)];
-            }
-        }
-        kv[row * OS + col] = init;
-        kvb[row * VS + col] = F::cast_from(init);
-        idx += units;
-    }
 
     let shift_inter = if reverse { 0u32 } else { 1u32 };
     let shift_update = if reverse { 1u32 } else { 0u32 };
@@ -489,6 +478,51 @@ fn outputs<F: Float, N: Size>(
     let d_tiles = dcap / T;
     let v_tiles = EV / T;
     let qk_base = bh * n * dqk;
+    // The state: warp `w` holds tiles `w, w + WARPS, ..` (`v_tiles` per row of tiles) in fp32
+    // fragments for the whole sweep, so no block reads or writes it in shared memory.
+    let tiles = comptime!(dcap / T * EV / T);
+    let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
+    let lane = UNIT_POS_X as usize;
+    let scratch = warp * SCRATCH;
+    let mut accs = Sequence::<Matrix<f32>>::new();
+    #[unroll]
+    for _ in 0..per_warp {
+        accs.push(zero_acc());
+    }
+    if has_state {
+        #[unroll]
+        for s in 0..per_warp {
+            let tile = warp + s * warps;
+            if tile < tiles {
+                let r0 = (tile / v_tiles) * T;
+                let col0 = (tile % v_tiles) * T;
+                #[unroll]
+                for e in 0..T * T / 32 {
+                    let idx = lane + e * 32;
+                    let row = r0 + idx / T;
+                    let col = col0 + idx % T;
+                    let mut init = 0.0f32;
+                    if row < dqk && c0 + col < dv {
+                        init = state_in[segment * state_in.stride(0)
+                            + batch * state_in.stride(1)
+                            + head * state_in.stride(2)
+                            + row * state_in.stride(3)
+                            + (c0 + col) * state_in.stride(4)];
+                    }
+                    ss[scratch + (idx / T) * XS + idx % T] = init;
+                    kvb[row * VS + col] = F::cast_from(init);
+                }
+                sync_plane();
+                load_scratch(&mut ss, accs.index(s), scratch);
+            }
+        }
+    } else {
+        let mut idx = unit;
+        while idx < dcap * VS {
+            kvb[idx] = F::new(0.0);
+            idx += units;
+        }
+    }
 
     // The state is kept as `U = KV / lambda^tau`, `tau` tokens after it was last decayed in
     // place: a block's decay `lambda^m` goes into the scale of its K rows (and the next Q
@@ -571,14 +605,23 @@ fn outputs<F: Float, N: Size>(
         );
         load_values::<F, N>(v, &mut vs, t0, m, vec, reverse);
         if !fold {
-            // `KV <- lambda^m KV` in place (`kvb` already holds the state the block's
-            // inter term reads).
+            // `KV <- lambda^m KV` in place, tile by tile through the warp's scratch (`kvb`
+            // already holds the state the block's inter term reads).
             let lm = (-slope * grown).exp();
-            let mut idx = unit;
-            while idx < dcap * EV {
-                let at = (idx / EV) * OS + idx % EV;
-                kv[at] = kv[at] * lm;
-                idx += units;
+            #[unroll]
+            for s in 0..per_warp {
+                if warp + s * warps < tiles {
+                    store_tile(&mut ss, accs.index(s), scratch, XS);
+                    sync_plane();
+                    #[unroll]
+                    for e in 0..T * T / 32 {
+                        let idx = lane + e * 32;
+                        let at = scratch + (idx / T) * XS + idx % T;
+                        ss[at] = ss[at] * lm;
+                    }
+                    sync_plane();
+                    load_scratch(&mut ss, accs.index(s), scratch);
+                }
             }
         }
         sync_cube();
@@ -662,46 +705,30 @@ fn outputs<F: Float, N: Size>(
         }
         sync_cube();
 
-        // 3b. KV += K^T V, and the storage-type snapshot of it for the next block's inter
-        // term, straight from the fragment.
-        let mut tile = warp;
-        while tile < d_tiles * v_tiles {
-            let r = tile / v_tiles;
-            let c = tile % v_tiles;
-            let at = r * T * OS + c * T;
-            let acc = unsafe {
-                Matrix::<f32>::uninitialized(
-                    MatrixIdent::Accumulator,
-                    T,
-                    T,
-                    T,
-                    MatrixLayout::Undefined,
-                )
-            };
-            cmma::load_with_layout(
-                &acc,
-                &kv.slice(at, tile_end(at, OS)),
-                OS as u32,
-                MatrixLayout::RowMajor,
-            );
-            for kk in 0..row_tiles {
-                mma::<F>(
-                    &acc,
-                    &kd,
-                    kk * T * qks + r * T,
-                    qks,
-                    MatrixLayout::ColMajor,
-                    &vs,
-                    kk * T * VS + c * T,
-                    VS,
-                    MatrixLayout::RowMajor,
-                );
+        // 3b. KV += K^T V on the warp's own tiles, and the storage-type snapshot of each for
+        // the next block's inter term, straight from the fragment.
+        #[unroll]
+        for s in 0..per_warp {
+            let tile = warp + s * warps;
+            if tile < tiles {
+                let r = tile / v_tiles;
+                let c = tile % v_tiles;
+                for kk in 0..row_tiles {
+                    mma::<F>(
+                        accs.index(s),
+                        &kd,
+                        kk * T * qks + r * T,
+                        qks,
+                        MatrixLayout::ColMajor,
+                        &vs,
+                        kk * T * VS + c * T,
+                        VS,
+                        MatrixLayout::RowMajor,
+                    );
+                }
+                let snapshot = cmma::cast::<f32, F>(accs.index(s));
+                store_tile(&mut kvb, &snapshot, r * T * VS + c * T, VS);
             }
-            store_tile(&mut kv, &acc, at, OS);
-            let snapshot = cmma::cast::<f32, F>(&acc);
-            let sat = r * T * VS + c * T;
-            store_tile(&mut kvb, &snapshot, sat, VS);
-            tile += warps;
         }
 
         // 4. The output tile (staged in 3a), coalesced, `vec` elements per store.
@@ -729,6 +756,42 @@ fn outputs<F: Float, N: Size>(
     sync_cube();
 
     if write_state {
-        store_state(&kv, state_out, (-slope * f32::cast_from(tau)).exp(), dcap);
+        // `KV = lambda^tau U`, tile by tile through the warp's scratch, to its place in
+        // `state_out` `[S, B, H, dqk, dv]`.
+        let scale = (-slope * f32::cast_from(tau)).exp();
+        let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + bh) * dqk;
+        #[unroll]
+        for s in 0..per_warp {
+            let tile = warp + s * warps;
+            if tile < tiles {
+                store_tile(&mut ss, accs.index(s), scratch, XS);
+                sync_plane();
+                let r0 = (tile / v_tiles) * T;
+                let col0 = (tile % v_tiles) * T;
+                #[unroll]
+                for e in 0..T * T / 32 {
+                    let idx = lane + e * 32;
+                    let row = r0 + idx / T;
+                    let col = col0 + idx % T;
+                    if row < dqk && c0 + col < dv {
+                        state_out[(base + row) * dv + c0 + col] =
+                            ss[scratch + (idx / T) * XS + idx % T] * scale;
+                    }
+                }
+                sync_plane();
+            }
+        }
     }
+}
+
+/// Loads the warp's scratch tile into `acc`; the scratch is free again on return.
+#[cube]
+fn load_scratch(ss: &mut SharedMemory<f32>, acc: &Matrix<f32>, scratch: usize) {
+    cmma::load_with_layout(
+        acc,
+        &ss.slice(scratch, tile_end(scratch, XS)),
+        XS as u32,
+        MatrixLayout::RowMajor,
+    );
+    sync_plane();
 }
