@@ -75,8 +75,8 @@ pub fn fold_limit(dtype: burn::tensor::DType) -> f32 {
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage: the larger of the output pass and the local-state pass.
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
-    let outputs = (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem
-        + (STAGE + BLK) * 4;
+    let outputs =
+        (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem + (STAGE + BLK) * 4;
     let local = (BLK * qk_stride(dcap) + BLK * VS) * elem + dcap * OS * 4;
     outputs.max(local)
 }
@@ -150,7 +150,7 @@ fn mma<F: Float>(
     cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
 }
 
-/// How [`load_block`] scales row `i` of a block on the way in (from fp32, rounded once).
+/// How [`store_block`] scales row `i` of a block on the way in (from fp32, rounded once).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 enum Scale {
     None,
@@ -160,91 +160,118 @@ enum Scale {
     Up,
 }
 
-/// Rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]`, columns `c0 .. c0 + cols`,
-/// into shared rows `stride` apart, `vec` elements per access, every unit's loads unrolled
-/// so they are in flight together; rows past `m` and columns past `width` are zeros.
+/// Vectors of a block each unit fetches: `BLK` rows of `cols` columns, `vec` per vector.
+const fn fetches(cols: usize, vec: usize) -> usize {
+    (BLK * cols / vec).div_ceil(UNITS)
+}
+
+/// This unit's vectors of rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]`,
+/// columns `c0 .. c0 + cols`, `vec` elements each; zeros past `m` and past `width`. Every
+/// load of a block is issued before any is stored, so a block's loads wait on memory once,
+/// and Q and K, which the output pass stores twice (raw and decayed), are read once.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_block<F: Float, N: Size>(
+fn fetch_block<F: Float, N: Size>(
     src: &Tensor<Vector<F, N>>,
-    dst: &mut SharedMemory<F>,
     base: usize,
     width: usize,
     c0: usize,
     t0: usize,
+    m: usize,
+    #[comptime] cols: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+) -> Sequence<Vector<F, N>> {
+    let unit = UNIT_POS as usize;
+    let n = src.shape(2);
+    let row_vecs = comptime!(cols / vec);
+    let mut block = Sequence::new();
+    #[unroll]
+    for it in 0..comptime!(fetches(cols, vec)) {
+        let idx = unit + it * UNITS;
+        let i = idx / row_vecs;
+        let c = (idx % row_vecs) * vec;
+        let mut x = Vector::<F, N>::new(F::new(0.0));
+        if idx < BLK * row_vecs && i < m && c0 + c < width {
+            x = src[(base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec];
+        }
+        block.push(x);
+    }
+    block
+}
+
+/// A block from [`fetch_block`] into shared rows `stride` apart, row `i` scaled by
+/// `scale` (rows past `m` stay zero), one `vec`-wide store per vector: element by element,
+/// 32 lanes storing 2 bytes 16 bytes apart hit 8 banks 4 ways (ncu of v9: 2.5-way
+/// conflicts on average over all shared stores).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn store_block<F: Float, N: Size>(
+    block: &Sequence<Vector<F, N>>,
+    dst: &mut SharedMemory<F>,
     m: usize,
     slope: f32,
     e0: f32,
     #[comptime] cols: usize,
     #[comptime] stride: usize,
     #[comptime] vec: usize,
-    #[comptime] reverse: bool,
     #[comptime] scale: Scale,
 ) {
     let unit = UNIT_POS as usize;
-    let n = src.shape(2);
     let row_vecs = comptime!(cols / vec);
+    let mut dst = dst
+        .slice_mut(0, BLK * stride)
+        .into_vectorized()
+        .with_vector_size::<N>();
     #[unroll]
-    for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
+    for it in 0..comptime!(fetches(cols, vec)) {
         let idx = unit + it * UNITS;
         if idx < BLK * row_vecs {
             let i = idx / row_vecs;
             let c = (idx % row_vecs) * vec;
-            let mut x = Vector::<F, N>::new(F::new(0.0));
-            let mut w = 1.0f32;
-            if i < m {
-                if c0 + c < width {
-                    x = src[(base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec];
+            let mut x = *block.index(it);
+            if comptime!(scale != Scale::None) {
+                let mut w = 1.0f32;
+                if i < m {
+                    let fi = f32::cast_from(i as u32);
+                    if comptime!(scale == Scale::Down) {
+                        w = (-slope * (e0 - fi)).exp();
+                    } else {
+                        w = (-slope * (e0 + fi)).exp();
+                    }
                 }
-                let fi = f32::cast_from(i as u32);
-                if comptime!(scale == Scale::Down) {
-                    w = (-slope * (e0 - fi)).exp();
-                }
-                if comptime!(scale == Scale::Up) {
-                    w = (-slope * (e0 + fi)).exp();
-                }
-            }
-            #[unroll]
-            for l in 0..vec {
-                if comptime!(scale == Scale::None) {
-                    dst[i * stride + c + l] = x[l];
-                } else {
-                    dst[i * stride + c + l] = F::cast_from(f32::cast_from(x[l]) * w);
+                #[unroll]
+                for l in 0..vec {
+                    x[l] = F::cast_from(f32::cast_from(x[l]) * w);
                 }
             }
+            dst[(i * stride + c) / vec] = x;
         }
     }
 }
 
-/// Rows `t0 .. t0 + m` of this cube's `EV` columns of V.
+/// This unit's vectors of rows `t0 .. t0 + m` of this cube's `EV` columns of V.
 #[cube]
-fn load_values<F: Float, N: Size>(
+fn fetch_values<F: Float, N: Size>(
     v: &Tensor<Vector<F, N>>,
-    vs: &mut SharedMemory<F>,
     t0: usize,
     m: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
-) {
+) -> Sequence<Vector<F, N>> {
     let dv = v.shape(3);
     let base = CUBE_POS_Y as usize * v.shape(2) * dv;
-    let c0 = CUBE_POS_X as usize * EV;
-    load_block::<F, N>(
+    fetch_block::<F, N>(
         v,
-        vs,
         base,
         dv,
-        c0,
+        CUBE_POS_X as usize * EV,
         t0,
         m,
-        0.0,
-        0.0,
         EV,
-        VS,
         vec,
         reverse,
-        Scale::None,
-    );
+    )
 }
 
 /// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
@@ -361,23 +388,20 @@ fn local_state<F: Float, N: Size>(
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
         sync_cube();
-        load_block::<F, N>(
-            k,
+        let kb = fetch_block::<F, N>(k, bh * n * dqk, dqk, 0, t0, m, dcap, vec, reverse);
+        let vb = fetch_values::<F, N>(v, t0, m, vec, reverse);
+        store_block::<F, N>(
+            &kb,
             &mut ks,
-            bh * n * dqk,
-            dqk,
-            0,
-            t0,
             m,
             slope,
             f32::cast_from((seg_end - 1 - t0 + shift) as u32),
             dcap,
             qks,
             vec,
-            reverse,
             Scale::Down,
         );
-        load_values::<F, N>(v, &mut vs, t0, m, vec, reverse);
+        store_block::<F, N>(&vb, &mut vs, m, 0.0, 0.0, EV, VS, vec, Scale::None);
         sync_cube();
         #[unroll]
         for s in 0..per_warp {
@@ -539,71 +563,15 @@ fn outputs<F: Float, N: Size>(
             k_e0 -= grown;
         }
         sync_cube();
-        load_block::<F, N>(
-            q,
-            &mut qs,
-            qk_base,
-            dqk,
-            0,
-            t0,
-            m,
-            slope,
-            0.0,
-            dcap,
-            qks,
-            vec,
-            reverse,
-            Scale::None,
-        );
-        load_block::<F, N>(
-            q,
-            &mut qd,
-            qk_base,
-            dqk,
-            0,
-            t0,
-            m,
-            slope,
-            f32::cast_from(tau + shift_inter),
-            dcap,
-            qks,
-            vec,
-            reverse,
-            Scale::Up,
-        );
-        load_block::<F, N>(
-            k,
-            &mut ks,
-            qk_base,
-            dqk,
-            0,
-            t0,
-            m,
-            slope,
-            0.0,
-            dcap,
-            qks,
-            vec,
-            reverse,
-            Scale::None,
-        );
-        load_block::<F, N>(
-            k,
-            &mut kd,
-            qk_base,
-            dqk,
-            0,
-            t0,
-            m,
-            slope,
-            k_e0,
-            dcap,
-            qks,
-            vec,
-            reverse,
-            Scale::Down,
-        );
-        load_values::<F, N>(v, &mut vs, t0, m, vec, reverse);
+        let qb = fetch_block::<F, N>(q, qk_base, dqk, 0, t0, m, dcap, vec, reverse);
+        let kb = fetch_block::<F, N>(k, qk_base, dqk, 0, t0, m, dcap, vec, reverse);
+        let vb = fetch_values::<F, N>(v, t0, m, vec, reverse);
+        let q_e0 = f32::cast_from(tau + shift_inter);
+        store_block::<F, N>(&qb, &mut qs, m, slope, 0.0, dcap, qks, vec, Scale::None);
+        store_block::<F, N>(&qb, &mut qd, m, slope, q_e0, dcap, qks, vec, Scale::Up);
+        store_block::<F, N>(&kb, &mut ks, m, slope, 0.0, dcap, qks, vec, Scale::None);
+        store_block::<F, N>(&kb, &mut kd, m, slope, k_e0, dcap, qks, vec, Scale::Down);
+        store_block::<F, N>(&vb, &mut vs, m, 0.0, 0.0, EV, VS, vec, Scale::None);
         if !fold {
             // `KV <- lambda^m KV` in place, tile by tile through the warp's scratch (`kvb`
             // already holds the state the block's inter term reads).
