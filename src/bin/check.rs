@@ -30,6 +30,26 @@ struct Args {
     /// Only the TNL model check (skips the 51 op cases per dtype).
     #[arg(long)]
     tnl_only: bool,
+    /// Check the op in these storage dtypes only (repeatable; default: all three).
+    #[arg(long, value_enum)]
+    dtype: Vec<Precision>,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
 }
 
 /// Tolerances against the f64 definition (lightning-math.md section 3).
@@ -72,10 +92,11 @@ fn cases() -> Vec<Problem> {
 fn check<B: AutodiffInner>(
     name: &str,
     problems: &[(Problem, lightning_op::oracle::Solution)],
+    dtypes: &[DType],
 ) -> bool {
     let device = B::Device::default();
     let mut ok = true;
-    for (dtype, tol) in DTYPES {
+    for (dtype, tol) in DTYPES.into_iter().filter(|(d, _)| dtypes.contains(d)) {
         if !B::supports_dtype(&device, dtype) {
             println!("{name:<8} {dtype:?}: not supported by this device, skipped");
             continue;
@@ -181,22 +202,27 @@ fn main() {
         problems.len(),
         start.elapsed().as_secs_f64()
     );
+    let dtypes: Vec<DType> = if args.dtype.is_empty() {
+        DTYPES.iter().map(|&(d, _)| d).collect()
+    } else {
+        args.dtype.iter().map(|p| p.dtype()).collect()
+    };
     let mut ok = true;
     for which in args.backend {
         ok &= match which {
             #[cfg(feature = "cuda")]
             Which::Cuda => {
-                check::<burn::backend::Cuda>("cuda", &problems)
+                check::<burn::backend::Cuda>("cuda", &problems, &dtypes)
                     & check_tnl::<burn::backend::Cuda>("cuda")
             }
             #[cfg(feature = "wgpu")]
             Which::Wgpu => {
-                check::<burn::backend::Wgpu>("wgpu", &problems)
+                check::<burn::backend::Wgpu>("wgpu", &problems, &dtypes)
                     & check_tnl::<burn::backend::Wgpu>("wgpu")
             }
             #[cfg(feature = "ndarray")]
             Which::Ndarray => {
-                check::<burn::backend::NdArray>("ndarray", &problems)
+                check::<burn::backend::NdArray>("ndarray", &problems, &dtypes)
                     & check_tnl::<burn::backend::NdArray>("ndarray")
             }
         };
