@@ -13,7 +13,8 @@
 //! 4. the output tile leaves through shared memory, coalesced.
 //! The decays are folded into the operands, so no fragment is ever indexed element-wise;
 //! even the state's own decay `lambda^m` is, while the storage type's range allows (see
-//! [`fold_limit`]), folded into K instead of applied to the state.
+//! [`fold_limit`]), folded into K instead of applied to the state; past that limit (and
+//! every block for f16) the state's tiles are scaled on a round trip through shared memory.
 //! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
 //! [`local_state`].
 
