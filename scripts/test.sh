@@ -16,8 +16,8 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
 
 # The default features (wgpu, ndarray) leave CUDA out: it cannot run without an NVIDIA
 # GPU; it is built with `--features cuda` and checked on the H200 (scripts/device.sh).
-# Integration tests, examples and benches (the last two built, so they keep compiling):
-# `--all-targets` would also build a unit-test harness of every library and binary, each
-# a second full compile of that crate, though none has a unit test (`test = false`).
+# Integration tests, examples and benches (the last two built, so they keep compiling);
+# `--all-targets` also built an empty unit-test harness of every library and binary (none
+# has unit tests: `test = false`).
 cargo test --workspace --tests --examples --benches "$@"
 cargo test --workspace --doc
