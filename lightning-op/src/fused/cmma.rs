@@ -21,7 +21,7 @@
 use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout};
 use cubecl::prelude::*;
 
-use super::kernel::Mode;
+use super::kernel::{Mode, entering_state};
 
 /// Tokens per block.
 pub const BLK: usize = 32;
@@ -346,6 +346,34 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     }
 }
 
+/// `KV += K^T V` on state tile `tile` (`EV / T` tiles per row of tiles): K `[BLK, dcap]`
+/// and V `[BLK, EV]` in shared memory, the tile's accumulator in registers.
+#[cube]
+fn update_tile<F: Float>(
+    acc: &Matrix<f32>,
+    ks: &SharedMemory<F>,
+    vs: &SharedMemory<F>,
+    tile: usize,
+    #[comptime] dcap: usize,
+) {
+    let qks = comptime!(qk_stride(dcap));
+    let r = tile / (EV / T);
+    let c = tile % (EV / T);
+    for kk in 0..BLK / T {
+        mma::<F>(
+            acc,
+            ks,
+            kk * T * qks + r * T,
+            qks,
+            MatrixLayout::ColMajor,
+            vs,
+            kk * T * VS + c * T,
+            VS,
+            MatrixLayout::RowMajor,
+        );
+    }
+}
+
 /// `Mode::State`: the segment's own state from zero, `sum_p lambda^(L-1-p) k_p^T v_p` over
 /// its `L` tokens (`lambda^(L-p)` when `reverse`). Every term's decay is known when its
 /// block arrives, so it is folded into K on load and the accumulators stay in registers for
@@ -408,21 +436,7 @@ fn local_state<F: Float, N: Size>(
         for s in 0..per_warp {
             let tile = warp + s * WARPS as usize;
             if tile < tiles {
-                let r = tile / v_tiles;
-                let c = tile % v_tiles;
-                for kk in 0..BLK / T {
-                    mma::<F>(
-                        accs.index(s),
-                        &ks,
-                        kk * T * qks + r * T,
-                        qks,
-                        MatrixLayout::ColMajor,
-                        &vs,
-                        kk * T * VS + c * T,
-                        VS,
-                        MatrixLayout::RowMajor,
-                    );
-                }
+                update_tile::<F>(accs.index(s), &ks, &vs, tile, dcap);
             }
         }
         t0 += BLK;
@@ -528,11 +542,7 @@ fn outputs<F: Float, N: Size>(
                     let col = col0 + idx % T;
                     let mut init = 0.0f32;
                     if row < dqk && c0 + col < dv {
-                        init = state_in[segment * state_in.stride(0)
-                            + batch * state_in.stride(1)
-                            + head * state_in.stride(2)
-                            + row * state_in.stride(3)
-                            + (c0 + col) * state_in.stride(4)];
+                        init = entering_state(state_in, segment, batch, head, row, c0 + col);
                     }
                     ss[scratch + (idx / T) * XS + idx % T] = init;
                     kvb[row * VS + col] = F::cast_from(init);
@@ -680,21 +690,9 @@ fn outputs<F: Float, N: Size>(
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if tile < tiles {
+                update_tile::<F>(accs.index(s), &kd, &vs, tile, dcap);
                 let r = tile / v_tiles;
                 let c = tile % v_tiles;
-                for kk in 0..row_tiles {
-                    mma::<F>(
-                        accs.index(s),
-                        &kd,
-                        kk * T * qks + r * T,
-                        qks,
-                        MatrixLayout::ColMajor,
-                        &vs,
-                        kk * T * VS + c * T,
-                        VS,
-                        MatrixLayout::RowMajor,
-                    );
-                }
                 let snapshot = cmma::cast::<f32, F>(accs.index(s));
                 store_tile(&mut kvb, &snapshot, r * T * VS + c * T, VS);
             }

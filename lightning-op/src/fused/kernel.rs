@@ -44,6 +44,24 @@ fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
     if reverse { n - 1 - i } else { i }
 }
 
+/// Element `(row, col)` of the state entering `segment` of `(batch, head)`: `state_in`
+/// `[S, B, H, dqk, dv]`, any strides (the caller masks rows and columns past the dims).
+#[cube]
+pub(super) fn entering_state(
+    state_in: &Tensor<f32>,
+    segment: usize,
+    batch: usize,
+    head: usize,
+    row: usize,
+    col: usize,
+) -> f32 {
+    state_in[segment * state_in.stride(0)
+        + batch * state_in.stride(1)
+        + head * state_in.stride(2)
+        + row * state_in.stride(3)
+        + col * state_in.stride(4)]
+}
+
 /// What one launch of the sweep computes.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Mode {
@@ -127,11 +145,7 @@ pub fn sweep_kernel<F: Float>(
         let mut init = 0.0f32;
         if has_state {
             if row < dqk && c0 + col < dv {
-                init = state_in[segment * state_in.stride(0)
-                    + batch * state_in.stride(1)
-                    + head * state_in.stride(2)
-                    + row * state_in.stride(3)
-                    + (c0 + col) * state_in.stride(4)];
+                init = entering_state(state_in, segment, batch, head, row, c0 + col);
             }
         }
         kv[idx] = init;
