@@ -10,6 +10,24 @@ use burn::tensor::{
 };
 use lightning_op::{LightningBackend, Slopes, lightning_attention, reference};
 
+/// A storage dtype as the binaries take it (`--dtype f32|f16|bf16`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Precision {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl Precision {
+    pub fn dtype(self) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::F16 => DType::F16,
+            Precision::Bf16 => DType::BF16,
+        }
+    }
+}
+
 /// An implementation of causal attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {

@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Instant};
 use burn::backend::Autodiff;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use clap::{Parser, ValueEnum};
-use lightning_attention::bench::{Impl, Inputs, forward, forward_backward};
+use lightning_attention::bench::{Impl, Inputs, Precision, forward, forward_backward};
 use lightning_attention::plot::{Series, plot_lines};
 use lightning_op::{AutodiffInner, Slopes, lightning_attention_with_state, lightning_decode_step};
 
@@ -24,13 +24,6 @@ enum Which {
     Wgpu,
     #[cfg(feature = "ndarray")]
     Ndarray,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Precision {
-    F32,
-    F16,
-    Bf16,
 }
 
 #[derive(Parser)]
@@ -269,11 +262,7 @@ fn print_row(r: &Row, bandwidth: f64) {
 }
 
 fn dtype_on<B: Backend>(device: &B::Device, wanted: Precision) -> DType {
-    let dtype = match wanted {
-        Precision::F32 => DType::F32,
-        Precision::F16 => DType::F16,
-        Precision::Bf16 => DType::BF16,
-    };
+    let dtype = wanted.dtype();
     if B::supports_dtype(device, dtype) {
         dtype
     } else {

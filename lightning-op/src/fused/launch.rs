@@ -211,6 +211,8 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         .into_iter()
         .find(|w| dqk % w == 0 && dv % w == 0)
         .unwrap_or(1);
+    // `cp.async` copies 4, 8 or 16 bytes: two or more 2-byte elements.
+    let prefetch = client.properties().features.copy_async && vec >= 2;
     let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
     let seg_len = n.div_ceil(segments).next_multiple_of(blk);
     let segments = n.div_ceil(seg_len);
@@ -269,6 +271,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
                     has_state,
                     write_state,
                     reverse,
+                    prefetch,
                     dtype,
                 ),
             }

@@ -6,11 +6,12 @@
 //! accumulator fragments (each warp keeps its tiles in registers for the whole sweep):
 //! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
 //! 2. `P = S * M` in the storage type;
-//! 3. `O = Q KV + P V` (one accumulator per output tile, `diag(lambda^(i+1)) Q` made on
-//!    load next to the raw Q the scores need, KV read from a storage-type snapshot), then
+//! 3. `O = Q KV + P V` (one accumulator per output tile, `diag(lambda^(i+1)) Q` made from
+//!    the raw Q the scores need, KV read from a storage-type snapshot), then
 //!    `KV <- lambda^m KV + K^T diag(lambda^(m-1-j)) V`, each tile's accumulator also stored
 //!    as the next block's snapshot;
 //! 4. the output tile leaves through shared memory, coalesced.
+//! Block `i + 1`'s raw rows are copied in while block `i` computes ([`load`]).
 //! The decays are folded into the operands, so no fragment is ever indexed element-wise;
 //! even the state's own decay `lambda^m` is, while the storage type's range allows (see
 //! [`fold_limit`]), folded into K instead of applied to the state; past that limit (and
@@ -21,7 +22,10 @@
 use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout};
 use cubecl::prelude::*;
 
+mod load;
+
 use super::kernel::{Mode, entering_state};
+use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, scale_rows, time_index};
 
 /// Tokens per block.
 pub const BLK: usize = 32;
@@ -40,6 +44,11 @@ const PAD_F32: usize = 4;
 /// Row strides: Q and K (`dcap` wide), V and the state snapshot (`EV`), P (`BLK`).
 const fn qk_stride(dcap: usize) -> usize {
     dcap + PAD
+}
+/// Elements of one half of the raw double buffer: a block of Q (when `with_q`), K and V.
+const fn raw_set(dcap: usize, with_q: bool) -> usize {
+    let qk = BLK * qk_stride(dcap);
+    (if with_q { 2 * qk } else { qk }) + BLK * VS
 }
 const VS: usize = EV + PAD;
 const PS: usize = BLK + PAD;
@@ -74,18 +83,14 @@ pub fn fold_limit(dtype: burn::tensor::DType) -> f32 {
 }
 
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
-/// storage: the larger of the output pass and the local-state pass.
+/// storage: the larger of the output pass and the local-state pass (each with its raw
+/// double buffer, decayed copies, and 16 bytes for the copy barrier).
 pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
+    let qk = BLK * qk_stride(dcap);
     let outputs =
-        (4 * BLK * qk_stride(dcap) + BLK * VS + BLK * PS + dcap * VS) * elem + (STAGE + BLK) * 4;
-    let local = (BLK * qk_stride(dcap) + BLK * VS) * elem + dcap * OS * 4;
-    outputs.max(local)
-}
-
-/// Time index of the `i`-th token in sweep order.
-#[cube]
-fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
-    if reverse { n - 1 - i } else { i }
+        (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS) * elem + (STAGE + BLK) * 4;
+    let local = (2 * raw_set(dcap, false) + qk) * elem + dcap * OS * 4;
+    outputs.max(local) + 16
 }
 
 /// One past the last element of a 16x16 tile at `at` with rows (or columns) `stride` apart.
@@ -122,157 +127,35 @@ fn store_tile<C: CubePrimitive, O: CubePrimitive>(
     );
 }
 
-/// `acc += A B` for one 16x16x16 step, operands read from shared memory.
+/// The 16x16 tile of `mem` at element `at`, rows `stride` elements apart, `vec` elements
+/// per item of `mem` (`at` and `stride` are multiples of 8, so every tile starts on an item).
 #[cube]
-#[allow(clippy::too_many_arguments)]
-fn mma<F: Float>(
+fn tile_slice<V: CubePrimitive>(
+    mem: &SharedMemory<V>,
+    at: usize,
+    #[comptime] stride: usize,
+    #[comptime] vec: usize,
+) -> Slice<V> {
+    mem.slice(at / vec, tile_end(at, stride) / vec)
+}
+
+/// `acc += A B` for one 16x16x16 step, `F` operands read from shared tiles of `A` and `B`
+/// items (scalars or vectors of `F`), rows `a_stride` and `b_stride` elements apart.
+#[cube]
+fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
     acc: &Matrix<f32>,
-    a: &SharedMemory<F>,
-    a_at: usize,
-    a_stride: usize,
+    a: &Slice<A>,
+    #[comptime] a_stride: usize,
     #[comptime] a_layout: MatrixLayout,
-    b: &SharedMemory<F>,
-    b_at: usize,
-    b_stride: usize,
+    b: &Slice<B>,
+    #[comptime] b_stride: usize,
     #[comptime] b_layout: MatrixLayout,
 ) {
     let lhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, T, T, T, a_layout) };
     let rhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, T, T, T, b_layout) };
-    cmma::load(
-        &lhs,
-        &a.slice(a_at, tile_end(a_at, a_stride)),
-        a_stride as u32,
-    );
-    cmma::load(
-        &rhs,
-        &b.slice(b_at, tile_end(b_at, b_stride)),
-        b_stride as u32,
-    );
+    cmma::load(&lhs, a, a_stride as u32);
+    cmma::load(&rhs, b, b_stride as u32);
     cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
-}
-
-/// How [`store_block`] scales row `i` of a block on the way in (from fp32, rounded once).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-enum Scale {
-    None,
-    /// `lambda^(e0 - i)`: K for the state update.
-    Down,
-    /// `lambda^(e0 + i)`: Q for the inter term.
-    Up,
-}
-
-/// Vectors of a block each unit fetches: `BLK` rows of `cols` columns, `vec` per vector.
-const fn fetches(cols: usize, vec: usize) -> usize {
-    (BLK * cols / vec).div_ceil(UNITS)
-}
-
-/// This unit's vectors of rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]`,
-/// columns `c0 .. c0 + cols`, `vec` elements each; zeros past `m` and past `width`. Every
-/// load of a block is issued before any is stored, so a block's loads wait on memory once,
-/// and Q and K, which the output pass stores twice (raw and decayed), are read once.
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn fetch_block<F: Float, N: Size>(
-    src: &Tensor<Vector<F, N>>,
-    base: usize,
-    width: usize,
-    c0: usize,
-    t0: usize,
-    m: usize,
-    #[comptime] cols: usize,
-    #[comptime] vec: usize,
-    #[comptime] reverse: bool,
-) -> Sequence<Vector<F, N>> {
-    let unit = UNIT_POS as usize;
-    let n = src.shape(2);
-    let row_vecs = comptime!(cols / vec);
-    let mut block = Sequence::new();
-    #[unroll]
-    for it in 0..comptime!(fetches(cols, vec)) {
-        let idx = unit + it * UNITS;
-        let i = idx / row_vecs;
-        let c = (idx % row_vecs) * vec;
-        let mut x = Vector::<F, N>::new(F::new(0.0));
-        if idx < BLK * row_vecs && i < m && c0 + c < width {
-            x = src[(base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec];
-        }
-        block.push(x);
-    }
-    block
-}
-
-/// A block from [`fetch_block`] into shared rows `stride` apart, row `i` scaled by
-/// `scale` (rows past `m` stay zero), one `vec`-wide store per vector: element by element,
-/// 32 lanes storing 2 bytes 16 bytes apart hit 8 banks 4 ways (ncu of v9: 2.5-way
-/// conflicts on average over all shared stores).
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn store_block<F: Float, N: Size>(
-    block: &Sequence<Vector<F, N>>,
-    dst: &mut SharedMemory<F>,
-    m: usize,
-    slope: f32,
-    e0: f32,
-    #[comptime] cols: usize,
-    #[comptime] stride: usize,
-    #[comptime] vec: usize,
-    #[comptime] scale: Scale,
-) {
-    let unit = UNIT_POS as usize;
-    let row_vecs = comptime!(cols / vec);
-    let mut dst = dst
-        .slice_mut(0, BLK * stride)
-        .into_vectorized()
-        .with_vector_size::<N>();
-    #[unroll]
-    for it in 0..comptime!(fetches(cols, vec)) {
-        let idx = unit + it * UNITS;
-        if idx < BLK * row_vecs {
-            let i = idx / row_vecs;
-            let c = (idx % row_vecs) * vec;
-            let mut x = *block.index(it);
-            if comptime!(scale != Scale::None) {
-                let mut w = 1.0f32;
-                if i < m {
-                    let fi = f32::cast_from(i as u32);
-                    if comptime!(scale == Scale::Down) {
-                        w = (-slope * (e0 - fi)).exp();
-                    } else {
-                        w = (-slope * (e0 + fi)).exp();
-                    }
-                }
-                #[unroll]
-                for l in 0..vec {
-                    x[l] = F::cast_from(f32::cast_from(x[l]) * w);
-                }
-            }
-            dst[(i * stride + c) / vec] = x;
-        }
-    }
-}
-
-/// This unit's vectors of rows `t0 .. t0 + m` of this cube's `EV` columns of V.
-#[cube]
-fn fetch_values<F: Float, N: Size>(
-    v: &Tensor<Vector<F, N>>,
-    t0: usize,
-    m: usize,
-    #[comptime] vec: usize,
-    #[comptime] reverse: bool,
-) -> Sequence<Vector<F, N>> {
-    let dv = v.shape(3);
-    let base = CUBE_POS_Y as usize * v.shape(2) * dv;
-    fetch_block::<F, N>(
-        v,
-        base,
-        dv,
-        CUBE_POS_X as usize * EV,
-        t0,
-        m,
-        EV,
-        vec,
-        reverse,
-    )
 }
 
 /// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
@@ -303,7 +186,8 @@ fn store_state(
 
 /// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
 /// padded to `dcap` (a multiple of 16), q/k/v/out read and written `vec` (= `N`) elements at
-/// a time (`vec` divides both head dims), and `CubeDim = (32, WARPS)`.
+/// a time (`vec` divides both head dims), and `CubeDim = (32, WARPS)`. `prefetch`: copy
+/// blocks with `cp.async` ([`AsyncCopy`]: needs the device's `copy_async` and `vec >= 2`).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_cmma_kernel<F: Float, N: Size>(
@@ -322,12 +206,34 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     #[comptime] has_state: bool,
     #[comptime] write_state: bool,
     #[comptime] reverse: bool,
+    #[comptime] prefetch: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     if comptime!(mode == Mode::State) {
-        local_state::<F, N>(k, v, slopes, state_out, seg_len, dcap, vec, reverse);
+        if comptime!(prefetch) {
+            local_state::<F, N, AsyncCopy>(k, v, slopes, state_out, seg_len, dcap, vec, reverse);
+        } else {
+            local_state::<F, N, Synchronous>(k, v, slopes, state_out, seg_len, dcap, vec, reverse);
+        }
+    } else if comptime!(prefetch) {
+        outputs::<F, N, AsyncCopy>(
+            q,
+            k,
+            v,
+            slopes,
+            state_in,
+            out,
+            state_out,
+            seg_len,
+            fold_limit,
+            dcap,
+            vec,
+            has_state,
+            write_state,
+            reverse,
+        );
     } else {
-        outputs::<F, N>(
+        outputs::<F, N, Synchronous>(
             q,
             k,
             v,
@@ -347,27 +253,28 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
 }
 
 /// `KV += K^T V` on state tile `tile` (`EV / T` tiles per row of tiles): K `[BLK, dcap]`
-/// and V `[BLK, EV]` in shared memory, the tile's accumulator in registers.
+/// in `kd`, V `[BLK, EV]` in `raw` from element `va`, the tile's accumulator in registers.
 #[cube]
-fn update_tile<F: Float>(
+#[allow(clippy::too_many_arguments)]
+fn update_tile<F: Float, N: Size>(
     acc: &Matrix<f32>,
-    ks: &SharedMemory<F>,
-    vs: &SharedMemory<F>,
+    kd: &SharedMemory<F>,
+    raw: &SharedMemory<Vector<F, N>>,
+    va: usize,
     tile: usize,
     #[comptime] dcap: usize,
+    #[comptime] vec: usize,
 ) {
     let qks = comptime!(qk_stride(dcap));
     let r = tile / (EV / T);
     let c = tile % (EV / T);
     for kk in 0..BLK / T {
-        mma::<F>(
+        mma::<F, F, Vector<F, N>>(
             acc,
-            ks,
-            kk * T * qks + r * T,
+            &tile_slice(kd, kk * T * qks + r * T, qks, comptime!(1usize)),
             qks,
             MatrixLayout::ColMajor,
-            vs,
-            kk * T * VS + c * T,
+            &tile_slice(raw, va + kk * T * VS + c * T, VS, vec),
             VS,
             MatrixLayout::RowMajor,
         );
@@ -380,7 +287,7 @@ fn update_tile<F: Float>(
 /// the whole segment: no per-block pass over a shared-memory state, and less shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn local_state<F: Float, N: Size>(
+fn local_state<F: Float, N: Size, C: Copier>(
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
     slopes: &Tensor<f32>,
@@ -393,16 +300,18 @@ fn local_state<F: Float, N: Size>(
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
     let n = k.shape(2);
-    let dqk = k.shape(3);
     let seg_start = CUBE_POS_Z as usize * seg_len;
     let seg_end = min(n, seg_start + seg_len);
     let slope = slopes[bh % k.shape(1)];
     let shift = if reverse { 1usize } else { 0usize };
 
     let qks = comptime!(qk_stride(dcap));
-    let mut ks = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
-    let mut vs = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
+    // Raw K then V, twice: the block being computed and the next one arriving.
+    let set = comptime!(raw_set(dcap, false));
+    let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
+    let mut kd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
     let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
+    let gate = C::create();
 
     let v_tiles = comptime!(EV / T);
     let tiles = comptime!(dcap / T * EV / T);
@@ -414,32 +323,46 @@ fn local_state<F: Float, N: Size>(
     }
 
     let mut t0 = seg_start;
+    let mut half = 0usize;
+    let first = min(BLK, seg_end - t0);
+    load_block::<F, N, C>(
+        k, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, false,
+    );
+    C::commit(&gate);
+    let va = BLK * qks;
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
-        sync_cube();
-        let kb = fetch_block::<F, N>(k, bh * n * dqk, dqk, 0, t0, m, dcap, vec, reverse);
-        let vb = fetch_values::<F, N>(v, t0, m, vec, reverse);
-        store_block::<F, N>(
-            &kb,
-            &mut ks,
+        C::wait(&gate);
+        let next = t0 + BLK;
+        if next < seg_end {
+            let at = (1usize - half) * set;
+            let mn = min(BLK, seg_end - next);
+            load_block::<F, N, C>(k, k, v, &mut raw, at, next, mn, dcap, vec, reverse, false);
+            C::commit(&gate);
+        }
+        let e0 = f32::cast_from((seg_end - 1 - t0 + shift) as u32);
+        scale_rows::<F, N>(
+            &raw,
+            half * set,
+            &mut kd,
             m,
             slope,
-            f32::cast_from((seg_end - 1 - t0 + shift) as u32),
+            e0,
             dcap,
             qks,
             vec,
             Scale::Down,
         );
-        store_block::<F, N>(&vb, &mut vs, m, 0.0, 0.0, EV, VS, vec, Scale::None);
         sync_cube();
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * WARPS as usize;
             if tile < tiles {
-                update_tile::<F>(accs.index(s), &ks, &vs, tile, dcap);
+                update_tile::<F, N>(accs.index(s), &kd, &raw, half * set + va, tile, dcap, vec);
             }
         }
-        t0 += BLK;
+        half = 1usize - half;
+        t0 = next;
     }
 
     #[unroll]
@@ -458,7 +381,7 @@ fn local_state<F: Float, N: Size>(
 /// state entering it.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn outputs<F: Float, N: Size>(
+fn outputs<F: Float, N: Size, C: Copier>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -492,12 +415,12 @@ fn outputs<F: Float, N: Size>(
     let seg_end = min(n, seg_start + seg_len);
 
     let qks = comptime!(qk_stride(dcap));
-    let mut qs = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
-    let mut ks = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    // Raw Q, K, V, twice: the block being computed and the next one arriving.
+    let set = comptime!(raw_set(dcap, true));
+    let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
     // Q and K with their decays folded in, for the inter term and the state update.
     let mut qd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
     let mut kd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
-    let mut vs = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
     let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
     // Scores, then the output tile on its way out; the warps' scratch tiles between blocks.
@@ -516,7 +439,6 @@ fn outputs<F: Float, N: Size>(
     let row_tiles = BLK / T;
     let d_tiles = dcap / T;
     let v_tiles = EV / T;
-    let qk_base = bh * n * dqk;
     // The state: warp `w` holds tiles `w, w + WARPS, ..` (`v_tiles` per row of tiles) in fp32
     // fragments for the whole sweep, so no block reads or writes it in shared memory.
     let tiles = comptime!(dcap / T * EV / T);
@@ -565,6 +487,13 @@ fn outputs<F: Float, N: Size>(
     // `lambda^-(tau + m)` stays below `e^fold_limit`, which the launch picks per dtype.
     let mut tau = 0u32;
     let mut t0 = seg_start;
+    let mut half = 0usize;
+    let gate = C::create();
+    let first = min(BLK, seg_end - t0);
+    load_block::<F, N, C>(
+        q, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, true,
+    );
+    C::commit(&gate);
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
         let grown = f32::cast_from(tau + m as u32);
@@ -573,16 +502,33 @@ fn outputs<F: Float, N: Size>(
         if fold {
             k_e0 -= grown;
         }
-        sync_cube();
-        let qb = fetch_block::<F, N>(q, qk_base, dqk, 0, t0, m, dcap, vec, reverse);
-        let kb = fetch_block::<F, N>(k, qk_base, dqk, 0, t0, m, dcap, vec, reverse);
-        let vb = fetch_values::<F, N>(v, t0, m, vec, reverse);
+        // Block `t0` has landed and every warp is done with the block before, whose half of
+        // the double buffer now takes the next block.
+        C::wait(&gate);
+        let next = t0 + BLK;
+        if next < seg_end {
+            let mn = min(BLK, seg_end - next);
+            let at = (1usize - half) * set;
+            load_block::<F, N, C>(q, k, v, &mut raw, at, next, mn, dcap, vec, reverse, true);
+            C::commit(&gate);
+        }
+        let qa = half * set;
+        let ka = qa + BLK * qks;
+        let va = ka + BLK * qks;
         let q_e0 = f32::cast_from(tau + shift_inter);
-        store_block::<F, N>(&qb, &mut qs, m, slope, 0.0, dcap, qks, vec, Scale::None);
-        store_block::<F, N>(&qb, &mut qd, m, slope, q_e0, dcap, qks, vec, Scale::Up);
-        store_block::<F, N>(&kb, &mut ks, m, slope, 0.0, dcap, qks, vec, Scale::None);
-        store_block::<F, N>(&kb, &mut kd, m, slope, k_e0, dcap, qks, vec, Scale::Down);
-        store_block::<F, N>(&vb, &mut vs, m, 0.0, 0.0, EV, VS, vec, Scale::None);
+        scale_rows::<F, N>(&raw, qa, &mut qd, m, slope, q_e0, dcap, qks, vec, Scale::Up);
+        scale_rows::<F, N>(
+            &raw,
+            ka,
+            &mut kd,
+            m,
+            slope,
+            k_e0,
+            dcap,
+            qks,
+            vec,
+            Scale::Down,
+        );
         if !fold {
             // `KV <- lambda^m KV` in place, tile by tile through the warp's scratch (`kvb`
             // already holds the state the block's inter term reads).
@@ -613,14 +559,12 @@ fn outputs<F: Float, N: Size>(
             if tj <= ti {
                 let acc = zero_acc();
                 for kk in 0..d_tiles {
-                    mma::<F>(
+                    mma::<F, Vector<F, N>, Vector<F, N>>(
                         &acc,
-                        &qs,
-                        ti * T * qks + kk * T,
+                        &tile_slice(&raw, qa + ti * T * qks + kk * T, qks, vec),
                         qks,
                         MatrixLayout::RowMajor,
-                        &ks,
-                        tj * T * qks + kk * T,
+                        &tile_slice(&raw, ka + tj * T * qks + kk * T, qks, vec),
                         qks,
                         MatrixLayout::ColMajor,
                     );
@@ -653,27 +597,23 @@ fn outputs<F: Float, N: Size>(
             let tj = tile % v_tiles;
             let acc = zero_acc();
             for kk in 0..d_tiles {
-                mma::<F>(
+                mma::<F, F, F>(
                     &acc,
-                    &qd,
-                    ti * T * qks + kk * T,
+                    &tile_slice(&qd, ti * T * qks + kk * T, qks, comptime!(1usize)),
                     qks,
                     MatrixLayout::RowMajor,
-                    &kvb,
-                    kk * T * VS + tj * T,
+                    &tile_slice(&kvb, kk * T * VS + tj * T, VS, comptime!(1usize)),
                     VS,
                     MatrixLayout::RowMajor,
                 );
             }
             for kk in 0..ti + 1 {
-                mma::<F>(
+                mma::<F, F, Vector<F, N>>(
                     &acc,
-                    &ps,
-                    ti * T * PS + kk * T,
+                    &tile_slice(&ps, ti * T * PS + kk * T, PS, comptime!(1usize)),
                     PS,
                     MatrixLayout::RowMajor,
-                    &vs,
-                    kk * T * VS + tj * T,
+                    &tile_slice(&raw, va + kk * T * VS + tj * T, VS, vec),
                     VS,
                     MatrixLayout::RowMajor,
                 );
@@ -690,7 +630,7 @@ fn outputs<F: Float, N: Size>(
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if tile < tiles {
-                update_tile::<F>(accs.index(s), &kd, &vs, tile, dcap);
+                update_tile::<F, N>(accs.index(s), &kd, &raw, va, tile, dcap, vec);
                 let r = tile / v_tiles;
                 let c = tile % v_tiles;
                 let snapshot = cmma::cast::<f32, F>(accs.index(s));
@@ -718,7 +658,8 @@ fn outputs<F: Float, N: Size>(
         } else {
             tau = 0;
         }
-        t0 += BLK;
+        half = 1usize - half;
+        t0 = next;
     }
     sync_cube();
 
@@ -749,6 +690,64 @@ fn outputs<F: Float, N: Size>(
             }
         }
     }
+}
+
+/// Block `t0 .. t0 + m` of Q (when `with_q`), K (all `dcap` columns) and this cube's `EV`
+/// columns of V into `raw` from element `at`, one after the other: one half of the double
+/// buffer.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_block<F: Float, N: Size, C: Copier>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    raw: &mut SharedMemory<Vector<F, N>>,
+    at: usize,
+    t0: usize,
+    m: usize,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+    #[comptime] with_q: bool,
+) {
+    let qks = comptime!(qk_stride(dcap));
+    let bh = CUBE_POS_Y as usize;
+    let (n, dqk, dv) = (k.shape(2), k.shape(3), v.shape(3));
+    let c0 = CUBE_POS_X as usize * EV;
+    let mut ka = at;
+    if comptime!(with_q) {
+        load_rows::<F, N, C>(
+            q,
+            bh * n * dqk,
+            dqk,
+            0,
+            t0,
+            m,
+            raw,
+            at,
+            dcap,
+            qks,
+            vec,
+            reverse,
+        );
+        ka += BLK * qks;
+    }
+    let va = ka + BLK * qks;
+    load_rows::<F, N, C>(
+        k,
+        bh * n * dqk,
+        dqk,
+        0,
+        t0,
+        m,
+        raw,
+        ka,
+        dcap,
+        qks,
+        vec,
+        reverse,
+    );
+    load_rows::<F, N, C>(v, bh * n * dv, dv, c0, t0, m, raw, va, EV, VS, vec, reverse);
 }
 
 /// Loads the warp's scratch tile into `acc`; the scratch is free again on return.

@@ -1,0 +1,210 @@
+//! A block's rows into shared memory. The sweep is a chain of blocks, each waiting on the
+//! one before, so a block's loads would stall the whole cube once per block (ncu of v10:
+//! one wait on memory per 32 tokens, the largest single stall). Instead block `i + 1` is
+//! copied raw into the other half of a double buffer while block `i` computes: with
+//! `cp.async` where the device has it (CUDA, sm_80+), the copy runs in the background and
+//! the next block's first barrier waits for it; elsewhere ([`Synchronous`]) the same copy
+//! goes through registers at the same point, so both paths share the buffers and the order.
+//! The decayed copies of Q and K are then made from the raw rows in shared memory.
+
+use cubecl::prelude::barrier::{Barrier, copy_async_checked};
+use cubecl::prelude::*;
+
+use super::{BLK, UNITS};
+
+/// How raw rows reach shared memory and how the cube waits for them.
+#[cube]
+pub trait Copier {
+    /// What the units wait on.
+    type Gate: CubeType + Clone;
+
+    fn create() -> Self::Gate;
+
+    /// `src[from]` into `dst[at]`, or zeros when `!valid` (past the block or the head dim).
+    fn copy<F: Float, N: Size>(
+        src: &Tensor<Vector<F, N>>,
+        from: usize,
+        valid: bool,
+        dst: &mut SharedMemory<Vector<F, N>>,
+        at: usize,
+        #[comptime] vec: usize,
+    );
+
+    /// Makes this unit's copies so far part of the next [`Copier::wait`].
+    fn commit(gate: &Self::Gate);
+
+    /// Returns once every unit got here and every committed copy has landed.
+    fn wait(gate: &Self::Gate);
+}
+
+/// `cp.async` (16, 8 or 4 bytes per copy, so `vec >= 2` for 2-byte types), waited on
+/// through an mbarrier that also serves as the cube's barrier.
+pub struct AsyncCopy;
+
+#[cube]
+impl Copier for AsyncCopy {
+    type Gate = Shared<Barrier>;
+
+    fn create() -> Self::Gate {
+        Barrier::shared(CUBE_DIM, UNIT_POS == 0)
+    }
+
+    fn copy<F: Float, N: Size>(
+        src: &Tensor<Vector<F, N>>,
+        from: usize,
+        valid: bool,
+        dst: &mut SharedMemory<Vector<F, N>>,
+        at: usize,
+        #[comptime] vec: usize,
+    ) {
+        // A zero-length source fills the destination with zeros.
+        let mut start = 0usize;
+        let mut len = 0usize;
+        if valid {
+            start = from;
+            len = 1;
+        }
+        copy_async_checked(
+            &src.slice(start, start + len),
+            &mut dst.slice_mut(at, at + 1),
+            comptime!(vec as u32),
+        );
+    }
+
+    fn commit(gate: &Self::Gate) {
+        gate.commit_copy_async();
+    }
+
+    fn wait(gate: &Self::Gate) {
+        gate.arrive_and_wait();
+    }
+}
+
+/// Plain loads and stores, and `sync_cube`: every runtime.
+pub struct Synchronous;
+
+#[cube]
+impl Copier for Synchronous {
+    type Gate = ();
+
+    fn create() -> Self::Gate {}
+
+    fn copy<F: Float, N: Size>(
+        src: &Tensor<Vector<F, N>>,
+        from: usize,
+        valid: bool,
+        dst: &mut SharedMemory<Vector<F, N>>,
+        at: usize,
+        #[comptime] _vec: usize,
+    ) {
+        let mut x = Vector::<F, N>::new(F::new(0.0));
+        if valid {
+            x = src[from];
+        }
+        dst[at] = x;
+    }
+
+    fn commit(_gate: &Self::Gate) {}
+
+    fn wait(_gate: &Self::Gate) {
+        sync_cube();
+    }
+}
+
+/// Time index of the `i`-th token in sweep order.
+#[cube]
+pub fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
+    if reverse { n - 1 - i } else { i }
+}
+
+/// Rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]` from element `base`, columns
+/// `c0 .. c0 + cols`, into `dst` from element `at`, rows `stride` apart; zeros past `m` and
+/// past `width` (a stale row from two blocks back must not leak into a short last block).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn load_rows<F: Float, N: Size, C: Copier>(
+    src: &Tensor<Vector<F, N>>,
+    base: usize,
+    width: usize,
+    c0: usize,
+    t0: usize,
+    m: usize,
+    dst: &mut SharedMemory<Vector<F, N>>,
+    at: usize,
+    #[comptime] cols: usize,
+    #[comptime] stride: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+) {
+    let unit = UNIT_POS as usize;
+    let n = src.shape(2);
+    let row_vecs = comptime!(cols / vec);
+    #[unroll]
+    for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
+        let idx = unit + it * UNITS;
+        if idx < BLK * row_vecs {
+            let i = idx / row_vecs;
+            let c = (idx % row_vecs) * vec;
+            let valid = i < m && c0 + c < width;
+            let from = (base + time_index(t0 + i, n, reverse) * width + c0 + c) / vec;
+            C::copy::<F, N>(src, from, valid, dst, (at + i * stride + c) / vec, vec);
+        }
+    }
+}
+
+/// How [`scale_rows`] scales row `i` of a block (in fp32, rounded once).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Scale {
+    /// `lambda^(e0 - i)`: K for the state update.
+    Down,
+    /// `lambda^(e0 + i)`: Q for the inter term.
+    Up,
+}
+
+/// Rows `0 .. BLK` of `cols` columns from `src` (element `at`, rows `stride` apart) into
+/// `dst` (same layout, from 0), row `i < m` scaled by `scale`, one `vec`-wide store per
+/// vector (element by element, 32 lanes storing 2 bytes 16 bytes apart hit 8 banks 4 ways).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn scale_rows<F: Float, N: Size>(
+    src: &SharedMemory<Vector<F, N>>,
+    at: usize,
+    dst: &mut SharedMemory<F>,
+    m: usize,
+    slope: f32,
+    e0: f32,
+    #[comptime] cols: usize,
+    #[comptime] stride: usize,
+    #[comptime] vec: usize,
+    #[comptime] scale: Scale,
+) {
+    let unit = UNIT_POS as usize;
+    let row_vecs = comptime!(cols / vec);
+    let mut dst = dst
+        .slice_mut(0, BLK * stride)
+        .into_vectorized()
+        .with_vector_size::<N>();
+    #[unroll]
+    for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
+        let idx = unit + it * UNITS;
+        if idx < BLK * row_vecs {
+            let i = idx / row_vecs;
+            let c = (idx % row_vecs) * vec;
+            let mut x = src[(at + i * stride + c) / vec];
+            let mut w = 1.0f32;
+            if i < m {
+                let fi = f32::cast_from(i as u32);
+                if comptime!(scale == Scale::Down) {
+                    w = (-slope * (e0 - fi)).exp();
+                } else {
+                    w = (-slope * (e0 + fi)).exp();
+                }
+            }
+            #[unroll]
+            for l in 0..vec {
+                x[l] = F::cast_from(f32::cast_from(x[l]) * w);
+            }
+            dst[(i * stride + c) / vec] = x;
+        }
+    }
+}
