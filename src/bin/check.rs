@@ -37,6 +37,24 @@ struct Args {
     /// Check the op in these storage dtypes only (repeatable; default: all three).
     #[arg(long, value_enum)]
     dtype: Vec<Precision>,
+    /// Only the cases with these head dims, `D,E` each (repeatable; default: all). On CUDA
+    /// most of a check's time is compiling one kernel set per head-dim pair.
+    #[arg(long, value_parser = parse_dims)]
+    dims: Vec<[usize; 2]>,
+}
+
+fn parse_dims(text: &str) -> Result<[usize; 2], String> {
+    let parts: Vec<usize> = text
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--dims {text}: {e}; expected D,E such as 128,128"))?;
+    match parts[..] {
+        [d, e] if d > 0 && e > 0 => Ok([d, e]),
+        _ => Err(format!(
+            "--dims {text}: expected two positive numbers D,E such as 128,128"
+        )),
+    }
 }
 
 /// Tolerances against the f64 definition (lightning-math.md section 3).
@@ -184,7 +202,15 @@ fn check_tnl<B: AutodiffInner>(name: &str) -> bool {
 fn main() {
     let args = Args::parse();
     let start = Instant::now();
-    let cases = if args.tnl_only { Vec::new() } else { cases() };
+    let mut cases = if args.tnl_only { Vec::new() } else { cases() };
+    if !args.dims.is_empty() {
+        cases.retain(|p| args.dims.contains(&[p.d, p.e]));
+        assert!(
+            !cases.is_empty() || args.tnl_only,
+            "--dims {:?}: no case has these head dims",
+            args.dims
+        );
+    }
     let problems: Vec<_> = cases
         .into_iter()
         .map(|p| {
