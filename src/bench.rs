@@ -28,6 +28,26 @@ impl Precision {
     }
 }
 
+/// `N` positive numbers separated by commas, as a command-line value: `flag` and `form`
+/// (e.g. `"--shape"`, `"B,H,N such as 4,32,1024"`) name it in the error.
+pub fn parse_sizes<const N: usize>(
+    text: &str,
+    flag: &str,
+    form: &str,
+) -> Result<[usize; N], String> {
+    let parts: Vec<usize> = text
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{flag} {text}: {e}; expected {form}"))?;
+    match <[usize; N]>::try_from(parts) {
+        Ok(sizes) if sizes.iter().all(|&x| x > 0) => Ok(sizes),
+        _ => Err(format!(
+            "{flag} {text}: expected {N} positive numbers {form}"
+        )),
+    }
+}
+
 /// An implementation of causal attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Impl {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use burn::backend::Autodiff;
 use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
-use lightning_attention::bench::Precision;
+use lightning_attention::bench::{Precision, parse_sizes};
 use lightning_op::AutodiffInner;
 use lightning_op::oracle::{Problem, host, problem, run, solve, worst};
 
@@ -44,17 +44,7 @@ struct Args {
 }
 
 fn parse_dims(text: &str) -> Result<[usize; 2], String> {
-    let parts: Vec<usize> = text
-        .split(',')
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("--dims {text}: {e}; expected D,E such as 128,128"))?;
-    match parts[..] {
-        [d, e] if d > 0 && e > 0 => Ok([d, e]),
-        _ => Err(format!(
-            "--dims {text}: expected two positive numbers D,E such as 128,128"
-        )),
-    }
+    parse_sizes(text, "--dims", "D,E such as 128,128")
 }
 
 /// Tolerances against the f64 definition (lightning-math.md section 3).

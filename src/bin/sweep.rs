@@ -12,7 +12,7 @@ use std::{path::PathBuf, time::Instant};
 use burn::backend::Autodiff;
 use burn::tensor::{DType, Tensor, backend::Backend};
 use clap::{Parser, ValueEnum};
-use lightning_attention::bench::{Impl, Inputs, Precision, forward, forward_backward};
+use lightning_attention::bench::{Impl, Inputs, Precision, forward, forward_backward, parse_sizes};
 use lightning_attention::plot::{Series, plot_lines};
 use lightning_op::{AutodiffInner, Slopes, lightning_attention_with_state, lightning_decode_step};
 
@@ -224,17 +224,7 @@ impl<B: AutodiffInner> Bench<'_, B> {
 }
 
 fn parse_shape(text: &str) -> Result<[usize; 3], String> {
-    let parts: Vec<usize> = text
-        .split(',')
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("--shape {text}: {e}; expected B,H,N such as 4,32,1024"))?;
-    match parts[..] {
-        [b, h, n] if b > 0 && h > 0 && n > 0 => Ok([b, h, n]),
-        _ => Err(format!(
-            "--shape {text}: expected three positive numbers B,H,N such as 4,32,1024"
-        )),
-    }
+    parse_sizes(text, "--shape", "B,H,N such as 4,32,1024")
 }
 
 /// Minimum bytes a forward must move: read q, k, v, write o (storage dtype).

@@ -40,7 +40,7 @@ impl Tiles {
 
 /// Time index of the `i`-th token in sweep order.
 #[cube]
-fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
+pub(super) fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
     if reverse { n - 1 - i } else { i }
 }
 

@@ -10,6 +10,7 @@
 use cubecl::prelude::barrier::{Barrier, copy_async_checked};
 use cubecl::prelude::*;
 
+use super::super::kernel::time_index;
 use super::{BLK, UNITS};
 
 /// How raw rows reach shared memory and how the cube waits for them.
@@ -109,12 +110,6 @@ impl Copier for Synchronous {
     fn wait(_gate: &Self::Gate) {
         sync_cube();
     }
-}
-
-/// Time index of the `i`-th token in sweep order.
-#[cube]
-pub fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
-    if reverse { n - 1 - i } else { i }
 }
 
 /// Rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]` from element `base`, columns

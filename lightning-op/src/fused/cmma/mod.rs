@@ -24,8 +24,8 @@ use cubecl::prelude::*;
 
 mod load;
 
-use super::kernel::{Mode, entering_state};
-use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, scale_rows, time_index};
+use super::kernel::{Mode, entering_state, time_index};
+use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, scale_rows};
 
 /// Tokens per block.
 pub const BLK: usize = 32;
