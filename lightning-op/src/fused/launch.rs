@@ -67,8 +67,9 @@ pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
 enum Kernel {
     /// Shared memory and fp32 FMAs: every runtime and dtype.
     Scalar(Tiles),
-    /// Tensor cores, qk dim padded to `dcap`: f16/bf16 on devices with 16x16x16 cmma.
-    Cmma { dcap: usize },
+    /// Tensor cores, qk dim padded to `dcap`: f16/bf16 on devices with 16x16x16 cmma;
+    /// `ptx` where the device also has manual MMA (`mma.sync` m16n8k16 and `ldmatrix`).
+    Cmma { dcap: usize, ptx: bool },
 }
 
 impl Kernel {
@@ -90,13 +91,24 @@ impl Kernel {
             n: 16,
             k: 16,
         });
+        let has_mma = props.features.matmul.mma.contains(&MmaConfig {
+            a_type: storage,
+            b_type: storage,
+            cd_type: DType::F32.into(),
+            m: 16,
+            n: 8,
+            k: 16,
+        }) && props.features.matmul.ldmatrix.contains(&storage);
         let half = matches!(dtype, DType::F16 | DType::BF16);
         if half
             && has_cmma
             && cmma::shared_bytes(dcap, dtype.size()) <= max_shared
-            && !scalar_forced()
+            && forced() != Some(Forced::Scalar)
         {
-            Kernel::Cmma { dcap }
+            Kernel::Cmma {
+                dcap,
+                ptx: has_mma && forced() != Some(Forced::Wmma),
+            }
         } else {
             Kernel::Scalar(choose_tiles(dqk, dv, max_shared))
         }
@@ -124,11 +136,22 @@ impl Kernel {
     }
 }
 
-/// `LIGHTNING_KERNEL=scalar` keeps f16/bf16 on the scalar kernel: for comparing the two in
-/// benchmarks, not for users.
-fn scalar_forced() -> bool {
-    static FORCED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FORCED.get_or_init(|| std::env::var("LIGHTNING_KERNEL").is_ok_and(|k| k == "scalar"))
+/// A kernel asked for by `LIGHTNING_KERNEL`, for comparing kernels in benchmarks and
+/// checks, not for users: `scalar` keeps f16/bf16 on the scalar kernel, `wmma` keeps the
+/// tensor-core kernel on WMMA where manual MMA is available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forced {
+    Scalar,
+    Wmma,
+}
+
+fn forced() -> Option<Forced> {
+    static FORCED: std::sync::OnceLock<Option<Forced>> = std::sync::OnceLock::new();
+    *FORCED.get_or_init(|| match std::env::var("LIGHTNING_KERNEL").as_deref() {
+        Ok("scalar") => Some(Forced::Scalar),
+        Ok("wmma") => Some(Forced::Wmma),
+        _ => None,
+    })
 }
 
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
@@ -251,7 +274,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
                     reverse,
                     dtype,
                 ),
-                Kernel::Cmma { dcap } => sweep_cmma_kernel::launch_unchecked::<R>(
+                Kernel::Cmma { dcap, ptx } => sweep_cmma_kernel::launch_unchecked::<R>(
                     &client,
                     count,
                     cube_dim,
@@ -272,6 +295,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
                     write_state,
                     reverse,
                     prefetch,
+                    ptx,
                     dtype,
                 ),
             }

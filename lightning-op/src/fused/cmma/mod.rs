@@ -19,20 +19,20 @@
 //! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
 //! [`local_state`].
 
-use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout};
+use cubecl::cmma::MatrixLayout;
 use cubecl::prelude::*;
 
 mod load;
+mod mma;
 
 use super::kernel::{Mode, entering_state, time_index};
 use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, scale_rows};
+use mma::{Operand, Ptx, T, TensorCore, Wmma};
 
 /// Tokens per block.
 pub const BLK: usize = 32;
 /// Value columns per cube.
 pub const EV: usize = 64;
-/// WMMA tile edge.
-const T: usize = 16;
 /// Byte alignment of the shared buffers: WMMA loads and stores need 32-byte aligned tiles.
 const ALIGN: usize = 32;
 /// Row padding of the shared tiles, in elements: 16 bytes for the storage type, 16 bytes
@@ -93,69 +93,22 @@ pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
     outputs.max(local) + 16
 }
 
-/// One past the last element of a 16x16 tile at `at` with rows (or columns) `stride` apart.
-#[cube]
-fn tile_end(at: usize, stride: usize) -> usize {
-    at + (T - 1) * stride + T
+/// A row-major operand tile (`[rows, k]` for A, `[k, cols]` for B), rows `stride` apart.
+const fn rows(stride: usize, vec: usize) -> Operand {
+    Operand {
+        stride,
+        vec,
+        layout: MatrixLayout::RowMajor,
+    }
 }
 
-#[cube]
-fn zero_acc() -> Matrix<f32> {
-    Matrix::<f32>::from_value(
-        MatrixIdent::Accumulator,
-        T,
-        T,
-        T,
-        MatrixLayout::Undefined,
-        0.0,
-    )
-}
-
-/// A 16x16 fragment into shared rows `stride` apart, row-major, from element `at`.
-#[cube]
-fn store_tile<C: CubePrimitive, O: CubePrimitive>(
-    dst: &mut SharedMemory<O>,
-    mat: &Matrix<C>,
-    at: usize,
-    #[comptime] stride: usize,
-) {
-    cmma::store(
-        &mut dst.slice_mut(at, tile_end(at, stride)),
-        mat,
-        stride as u32,
-        MatrixLayout::RowMajor,
-    );
-}
-
-/// The 16x16 tile of `mem` at element `at`, rows `stride` elements apart, `vec` elements
-/// per item of `mem` (`at` and `stride` are multiples of 8, so every tile starts on an item).
-#[cube]
-fn tile_slice<V: CubePrimitive>(
-    mem: &SharedMemory<V>,
-    at: usize,
-    #[comptime] stride: usize,
-    #[comptime] vec: usize,
-) -> Slice<V> {
-    mem.slice(at / vec, tile_end(at, stride) / vec)
-}
-
-/// `acc += A B` for one 16x16x16 step, `F` operands read from shared tiles of `A` and `B`
-/// items (scalars or vectors of `F`), rows `a_stride` and `b_stride` elements apart.
-#[cube]
-fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
-    acc: &Matrix<f32>,
-    a: &Slice<A>,
-    #[comptime] a_stride: usize,
-    #[comptime] a_layout: MatrixLayout,
-    b: &Slice<B>,
-    #[comptime] b_stride: usize,
-    #[comptime] b_layout: MatrixLayout,
-) {
-    let lhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::A, T, T, T, a_layout) };
-    let rhs = unsafe { Matrix::<F>::uninitialized(MatrixIdent::B, T, T, T, b_layout) };
-    cmma::load(&lhs, a, a_stride as u32);
-    cmma::load(&rhs, b, b_stride as u32);
-    cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
+/// The transpose of a row-major operand tile is stored.
+const fn cols(stride: usize, vec: usize) -> Operand {
+    Operand {
+        stride,
+        vec,
+        layout: MatrixLayout::ColMajor,
+    }
 }
 
 /// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
@@ -187,7 +140,8 @@ fn store_state(
 /// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
 /// padded to `dcap` (a multiple of 16), q/k/v/out read and written `vec` (= `N`) elements at
 /// a time (`vec` divides both head dims), and `CubeDim = (32, WARPS)`. `prefetch`: copy
-/// blocks with `cp.async` ([`AsyncCopy`]: needs the device's `copy_async` and `vec >= 2`).
+/// blocks with `cp.async` ([`AsyncCopy`]: needs the device's `copy_async` and `vec >= 2`);
+/// `ptx`: products by manual MMA ([`Ptx`]: CUDA's `mma.sync` and `ldmatrix`), else WMMA.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_cmma_kernel<F: Float, N: Size>(
@@ -207,33 +161,76 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     #[comptime] write_state: bool,
     #[comptime] reverse: bool,
     #[comptime] prefetch: bool,
+    #[comptime] ptx: bool,
     #[define(F)] _dtype: StorageType,
 ) {
-    if comptime!(mode == Mode::State) {
-        if comptime!(prefetch) {
-            local_state::<F, N, AsyncCopy>(k, v, slopes, state_out, seg_len, dcap, vec, reverse);
+    let flags = comptime!(Flags {
+        dcap,
+        vec,
+        mode,
+        has_state,
+        write_state,
+        reverse,
+    });
+    if comptime!(prefetch) {
+        if comptime!(ptx) {
+            sweep::<F, N, AsyncCopy, Ptx>(
+                q, k, v, slopes, state_in, out, state_out, seg_len, fold_limit, flags,
+            );
         } else {
-            local_state::<F, N, Synchronous>(k, v, slopes, state_out, seg_len, dcap, vec, reverse);
+            sweep::<F, N, AsyncCopy, Wmma>(
+                q, k, v, slopes, state_in, out, state_out, seg_len, fold_limit, flags,
+            );
         }
-    } else if comptime!(prefetch) {
-        outputs::<F, N, AsyncCopy>(
-            q,
-            k,
-            v,
-            slopes,
-            state_in,
-            out,
-            state_out,
-            seg_len,
-            fold_limit,
-            dcap,
-            vec,
-            has_state,
-            write_state,
-            reverse,
+    } else if comptime!(ptx) {
+        sweep::<F, N, Synchronous, Ptx>(
+            q, k, v, slopes, state_in, out, state_out, seg_len, fold_limit, flags,
         );
     } else {
-        outputs::<F, N, Synchronous>(
+        sweep::<F, N, Synchronous, Wmma>(
+            q, k, v, slopes, state_in, out, state_out, seg_len, fold_limit, flags,
+        );
+    }
+}
+
+/// The kernel's compile-time arguments other than the copier and the product.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct Flags {
+    dcap: usize,
+    vec: usize,
+    mode: Mode,
+    has_state: bool,
+    write_state: bool,
+    reverse: bool,
+}
+
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn sweep<F: Float, N: Size, C: Copier, M: TensorCore>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    slopes: &Tensor<f32>,
+    state_in: &Tensor<f32>,
+    out: &mut Tensor<Vector<F, N>>,
+    state_out: &mut Tensor<f32>,
+    seg_len: usize,
+    fold_limit: f32,
+    #[comptime] flags: Flags,
+) {
+    if comptime!(flags.mode == Mode::State) {
+        local_state::<F, N, C, M>(
+            k,
+            v,
+            slopes,
+            state_out,
+            seg_len,
+            comptime!(flags.dcap),
+            comptime!(flags.vec),
+            comptime!(flags.reverse),
+        );
+    } else {
+        outputs::<F, N, C, M>(
             q,
             k,
             v,
@@ -243,11 +240,11 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
             state_out,
             seg_len,
             fold_limit,
-            dcap,
-            vec,
-            has_state,
-            write_state,
-            reverse,
+            comptime!(flags.dcap),
+            comptime!(flags.vec),
+            comptime!(flags.has_state),
+            comptime!(flags.write_state),
+            comptime!(flags.reverse),
         );
     }
 }
@@ -256,8 +253,8 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
 /// in `kd`, V `[BLK, EV]` in `raw` from element `va`, the tile's accumulator in registers.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn update_tile<F: Float, N: Size>(
-    acc: &Matrix<f32>,
+fn update_tile<F: Float, N: Size, M: TensorCore>(
+    acc: &mut M::Acc,
     kd: &SharedMemory<F>,
     raw: &SharedMemory<Vector<F, N>>,
     va: usize,
@@ -269,14 +266,14 @@ fn update_tile<F: Float, N: Size>(
     let r = tile / (EV / T);
     let c = tile % (EV / T);
     for kk in 0..BLK / T {
-        mma::<F, F, Vector<F, N>>(
+        M::mma::<F, F, Vector<F, N>>(
             acc,
-            &tile_slice(kd, kk * T * qks + r * T, qks, comptime!(1usize)),
-            qks,
-            MatrixLayout::ColMajor,
-            &tile_slice(raw, va + kk * T * VS + c * T, VS, vec),
-            VS,
-            MatrixLayout::RowMajor,
+            kd,
+            kk * T * qks + r * T,
+            comptime!(cols(qks, 1)),
+            raw,
+            va + kk * T * VS + c * T,
+            comptime!(rows(VS, vec)),
         );
     }
 }
@@ -287,7 +284,7 @@ fn update_tile<F: Float, N: Size>(
 /// the whole segment: no per-block pass over a shared-memory state, and less shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn local_state<F: Float, N: Size, C: Copier>(
+fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
     slopes: &Tensor<f32>,
@@ -316,10 +313,10 @@ fn local_state<F: Float, N: Size, C: Copier>(
     let v_tiles = comptime!(EV / T);
     let tiles = comptime!(dcap / T * EV / T);
     let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
-    let mut accs = Sequence::<Matrix<f32>>::new();
+    let mut accs = Sequence::<M::Acc>::new();
     #[unroll]
     for _ in 0..per_warp {
-        accs.push(zero_acc());
+        accs.push(M::zero());
     }
 
     let mut t0 = seg_start;
@@ -358,7 +355,15 @@ fn local_state<F: Float, N: Size, C: Copier>(
         for s in 0..per_warp {
             let tile = warp + s * WARPS as usize;
             if tile < tiles {
-                update_tile::<F, N>(accs.index(s), &kd, &raw, half * set + va, tile, dcap, vec);
+                update_tile::<F, N, M>(
+                    accs.index_mut(s),
+                    &kd,
+                    &raw,
+                    half * set + va,
+                    tile,
+                    dcap,
+                    vec,
+                );
             }
         }
         half = 1usize - half;
@@ -370,7 +375,7 @@ fn local_state<F: Float, N: Size, C: Copier>(
         let tile = warp + s * WARPS as usize;
         if tile < tiles {
             let at = (tile / v_tiles) * T * OS + (tile % v_tiles) * T;
-            store_tile(&mut kv, accs.index(s), at, OS);
+            M::store(&mut kv, accs.index(s), at, OS);
         }
     }
     sync_cube();
@@ -381,7 +386,7 @@ fn local_state<F: Float, N: Size, C: Copier>(
 /// state entering it.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn outputs<F: Float, N: Size, C: Copier>(
+fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -445,10 +450,10 @@ fn outputs<F: Float, N: Size, C: Copier>(
     let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
     let lane = UNIT_POS_X as usize;
     let scratch = warp * SCRATCH;
-    let mut accs = Sequence::<Matrix<f32>>::new();
+    let mut accs = Sequence::<M::Acc>::new();
     #[unroll]
     for _ in 0..per_warp {
-        accs.push(zero_acc());
+        accs.push(M::zero());
     }
     if has_state {
         #[unroll]
@@ -470,7 +475,8 @@ fn outputs<F: Float, N: Size, C: Copier>(
                     kvb[row * VS + col] = F::cast_from(init);
                 }
                 sync_plane();
-                load_scratch(&mut ss, accs.index(s), scratch);
+                M::load(accs.index_mut(s), &ss, scratch, XS);
+                sync_plane();
             }
         }
     } else {
@@ -536,16 +542,7 @@ fn outputs<F: Float, N: Size, C: Copier>(
             #[unroll]
             for s in 0..per_warp {
                 if warp + s * warps < tiles {
-                    store_tile(&mut ss, accs.index(s), scratch, XS);
-                    sync_plane();
-                    #[unroll]
-                    for e in 0..T * T / 32 {
-                        let idx = lane + e * 32;
-                        let at = scratch + (idx / T) * XS + idx % T;
-                        ss[at] = ss[at] * lm;
-                    }
-                    sync_plane();
-                    load_scratch(&mut ss, accs.index(s), scratch);
+                    M::scale(accs.index_mut(s), lm, &mut ss, scratch, XS);
                 }
             }
         }
@@ -557,20 +554,19 @@ fn outputs<F: Float, N: Size, C: Copier>(
             let ti = tile / row_tiles;
             let tj = tile % row_tiles;
             if tj <= ti {
-                let acc = zero_acc();
+                let mut acc = M::zero();
                 for kk in 0..d_tiles {
-                    mma::<F, Vector<F, N>, Vector<F, N>>(
-                        &acc,
-                        &tile_slice(&raw, qa + ti * T * qks + kk * T, qks, vec),
-                        qks,
-                        MatrixLayout::RowMajor,
-                        &tile_slice(&raw, ka + tj * T * qks + kk * T, qks, vec),
-                        qks,
-                        MatrixLayout::ColMajor,
+                    M::mma::<F, Vector<F, N>, Vector<F, N>>(
+                        &mut acc,
+                        &raw,
+                        qa + ti * T * qks + kk * T,
+                        comptime!(rows(qks, vec)),
+                        &raw,
+                        ka + tj * T * qks + kk * T,
+                        comptime!(cols(qks, vec)),
                     );
                 }
-                let at = ti * T * SS + tj * T;
-                store_tile(&mut ss, &acc, at, SS);
+                M::store(&mut ss, &acc, ti * T * SS + tj * T, SS);
             }
             tile += warps;
         }
@@ -595,31 +591,30 @@ fn outputs<F: Float, N: Size, C: Copier>(
         while tile < row_tiles * v_tiles {
             let ti = tile / v_tiles;
             let tj = tile % v_tiles;
-            let acc = zero_acc();
+            let mut acc = M::zero();
             for kk in 0..d_tiles {
-                mma::<F, F, F>(
-                    &acc,
-                    &tile_slice(&qd, ti * T * qks + kk * T, qks, comptime!(1usize)),
-                    qks,
-                    MatrixLayout::RowMajor,
-                    &tile_slice(&kvb, kk * T * VS + tj * T, VS, comptime!(1usize)),
-                    VS,
-                    MatrixLayout::RowMajor,
+                M::mma::<F, F, F>(
+                    &mut acc,
+                    &qd,
+                    ti * T * qks + kk * T,
+                    comptime!(rows(qks, 1)),
+                    &kvb,
+                    kk * T * VS + tj * T,
+                    comptime!(rows(VS, 1)),
                 );
             }
             for kk in 0..ti + 1 {
-                mma::<F, F, Vector<F, N>>(
-                    &acc,
-                    &tile_slice(&ps, ti * T * PS + kk * T, PS, comptime!(1usize)),
-                    PS,
-                    MatrixLayout::RowMajor,
-                    &tile_slice(&raw, va + kk * T * VS + tj * T, VS, vec),
-                    VS,
-                    MatrixLayout::RowMajor,
+                M::mma::<F, F, Vector<F, N>>(
+                    &mut acc,
+                    &ps,
+                    ti * T * PS + kk * T,
+                    comptime!(rows(PS, 1)),
+                    &raw,
+                    va + kk * T * VS + tj * T,
+                    comptime!(rows(VS, vec)),
                 );
             }
-            let at = ti * T * OS + tj * T;
-            store_tile(&mut ss, &acc, at, OS);
+            M::store(&mut ss, &acc, ti * T * OS + tj * T, OS);
             tile += warps;
         }
         sync_cube();
@@ -630,11 +625,10 @@ fn outputs<F: Float, N: Size, C: Copier>(
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if tile < tiles {
-                update_tile::<F, N>(accs.index(s), &kd, &raw, va, tile, dcap, vec);
+                update_tile::<F, N, M>(accs.index_mut(s), &kd, &raw, va, tile, dcap, vec);
                 let r = tile / v_tiles;
                 let c = tile % v_tiles;
-                let snapshot = cmma::cast::<f32, F>(accs.index(s));
-                store_tile(&mut kvb, &snapshot, r * T * VS + c * T, VS);
+                M::store_cast::<F>(&mut kvb, accs.index(s), r * T * VS + c * T, VS);
             }
         }
 
@@ -672,7 +666,7 @@ fn outputs<F: Float, N: Size, C: Copier>(
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if tile < tiles {
-                store_tile(&mut ss, accs.index(s), scratch, XS);
+                M::store(&mut ss, accs.index(s), scratch, XS);
                 sync_plane();
                 let r0 = (tile / v_tiles) * T;
                 let col0 = (tile % v_tiles) * T;
@@ -748,16 +742,4 @@ fn load_block<F: Float, N: Size, C: Copier>(
         reverse,
     );
     load_rows::<F, N, C>(v, bh * n * dv, dv, c0, t0, m, raw, va, EV, VS, vec, reverse);
-}
-
-/// Loads the warp's scratch tile into `acc`; the scratch is free again on return.
-#[cube]
-fn load_scratch(ss: &mut SharedMemory<f32>, acc: &Matrix<f32>, scratch: usize) {
-    cmma::load_with_layout(
-        acc,
-        &ss.slice(scratch, tile_end(scratch, XS)),
-        XS as u32,
-        MatrixLayout::RowMajor,
-    );
-    sync_plane();
 }

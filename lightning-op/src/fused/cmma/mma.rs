@@ -1,0 +1,346 @@
+//! The warp-level product the sweep is built on: `acc += A B` over 16x16x16 steps into
+//! 16x16 fp32 accumulator tiles, operands read from shared memory, in two forms.
+//! - [`Wmma`]: CubeCL's `cmma` (WMMA 16x16x16), every runtime with cooperative matrices.
+//!   A fragment's elements are opaque, so scaling one goes through shared memory, and on
+//!   CUDA each operand load compiles to four generic loads and a shuffle (`MOVM`).
+//! - [`Ptx`]: CubeCL's manual MMA on CUDA: `ldmatrix` (one `LDSM.x4` per operand tile,
+//!   `.trans` where the stored layout is not the one `mma.sync` wants) and two
+//!   `mma.sync.m16n8k16` per step. Accumulators are plain registers whose positions are
+//!   known, so scaling, casting and storing a tile are a handful of register operations.
+
+use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout, MmaDefinition};
+use cubecl::prelude::*;
+
+/// Tile edge.
+pub const T: usize = 16;
+
+/// How an operand tile is stored: rows `stride` elements apart, `vec` elements per item of
+/// its shared memory, `layout` as the product reads it (`RowMajor`: `[rows, k]` for A,
+/// `[k, cols]` for B; `ColMajor`: the transpose is stored).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Operand {
+    pub stride: usize,
+    pub vec: usize,
+    pub layout: MatrixLayout,
+}
+
+/// One past the last element of a 16x16 tile at `at` with rows (or columns) `stride` apart.
+#[cube]
+pub fn tile_end(at: usize, stride: usize) -> usize {
+    at + (T - 1) * stride + T
+}
+
+#[cube]
+pub trait TensorCore {
+    /// A 16x16 fp32 accumulator tile, held by one warp.
+    type Acc: CubeType;
+
+    fn zero() -> Self::Acc;
+
+    /// `acc += A B`, `A` the 16x16 tile of `a` from element `a_at`, `B` that of `b`.
+    fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
+        acc: &mut Self::Acc,
+        a: &SharedMemory<A>,
+        a_at: usize,
+        #[comptime] a_op: Operand,
+        b: &SharedMemory<B>,
+        b_at: usize,
+        #[comptime] b_op: Operand,
+    );
+
+    /// The tile into shared fp32 rows `stride` apart from element `at`, row-major.
+    fn store(dst: &mut SharedMemory<f32>, acc: &Self::Acc, at: usize, #[comptime] stride: usize);
+
+    /// The tile rounded to `F`, into shared rows `stride` apart from element `at`.
+    fn store_cast<F: Float>(
+        dst: &mut SharedMemory<F>,
+        acc: &Self::Acc,
+        at: usize,
+        #[comptime] stride: usize,
+    );
+
+    /// The tile from shared fp32 rows `stride` apart from element `at`.
+    fn load(acc: &mut Self::Acc, src: &SharedMemory<f32>, at: usize, #[comptime] stride: usize);
+
+    /// `acc <- s acc`; may pass through the warp's fp32 scratch tile at `scratch` (rows
+    /// `stride` apart), which is free again on return.
+    fn scale(
+        acc: &mut Self::Acc,
+        s: f32,
+        scratch_mem: &mut SharedMemory<f32>,
+        scratch: usize,
+        #[comptime] stride: usize,
+    );
+}
+
+/// CubeCL's cooperative matrices (WMMA).
+pub struct Wmma;
+
+#[cube]
+fn wmma_operand<F: Float, V: CubePrimitive>(
+    mem: &SharedMemory<V>,
+    at: usize,
+    #[comptime] ident: MatrixIdent,
+    #[comptime] op: Operand,
+) -> Matrix<F> {
+    let frag = unsafe { Matrix::<F>::uninitialized(ident, T, T, T, op.layout) };
+    let tile = mem.slice(at / op.vec, tile_end(at, op.stride) / op.vec);
+    cmma::load(&frag, &tile, op.stride as u32);
+    frag
+}
+
+#[cube]
+impl TensorCore for Wmma {
+    type Acc = Matrix<f32>;
+
+    fn zero() -> Matrix<f32> {
+        Matrix::<f32>::from_value(
+            MatrixIdent::Accumulator,
+            T,
+            T,
+            T,
+            MatrixLayout::Undefined,
+            0.0,
+        )
+    }
+
+    fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
+        acc: &mut Matrix<f32>,
+        a: &SharedMemory<A>,
+        a_at: usize,
+        #[comptime] a_op: Operand,
+        b: &SharedMemory<B>,
+        b_at: usize,
+        #[comptime] b_op: Operand,
+    ) {
+        let lhs = wmma_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
+        let rhs = wmma_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
+        cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
+    }
+
+    fn store(dst: &mut SharedMemory<f32>, acc: &Matrix<f32>, at: usize, #[comptime] stride: usize) {
+        cmma::store(
+            &mut dst.slice_mut(at, tile_end(at, stride)),
+            acc,
+            stride as u32,
+            MatrixLayout::RowMajor,
+        );
+    }
+
+    fn store_cast<F: Float>(
+        dst: &mut SharedMemory<F>,
+        acc: &Matrix<f32>,
+        at: usize,
+        #[comptime] stride: usize,
+    ) {
+        let cast = cmma::cast::<f32, F>(acc);
+        cmma::store(
+            &mut dst.slice_mut(at, tile_end(at, stride)),
+            &cast,
+            stride as u32,
+            MatrixLayout::RowMajor,
+        );
+    }
+
+    fn load(acc: &mut Matrix<f32>, src: &SharedMemory<f32>, at: usize, #[comptime] stride: usize) {
+        cmma::load_with_layout(
+            acc,
+            &src.slice(at, tile_end(at, stride)),
+            stride as u32,
+            MatrixLayout::RowMajor,
+        );
+    }
+
+    fn scale(
+        acc: &mut Matrix<f32>,
+        s: f32,
+        scratch_mem: &mut SharedMemory<f32>,
+        scratch: usize,
+        #[comptime] stride: usize,
+    ) {
+        Wmma::store(scratch_mem, acc, scratch, stride);
+        sync_plane();
+        let lane = UNIT_POS_PLANE as usize;
+        #[unroll]
+        for e in 0..T * T / 32 {
+            let idx = lane + e * 32;
+            let at = scratch + (idx / T) * stride + idx % T;
+            scratch_mem[at] = scratch_mem[at] * s;
+        }
+        sync_plane();
+        Wmma::load(acc, scratch_mem, scratch, stride);
+        sync_plane();
+    }
+}
+
+/// Manual MMA (`ldmatrix` + `mma.sync.m16n8k16`), CUDA only.
+pub struct Ptx;
+
+/// 32-bit registers per lane of an operand tile (four 8x8 matrices, two elements each).
+const REGS: usize = 4;
+/// Two-float items per lane of each 16x8 accumulator half.
+const ITEMS: usize = 2;
+
+/// Two 16x8 halves (columns 0-7 and 8-15) of a 16x16 tile in `mma.sync`'s accumulator
+/// layout: lane `l` holds rows `l / 4` (item 0) and `l / 4 + 8` (item 1), columns
+/// `2 (l % 4)` and the next, of each half.
+#[derive(CubeType)]
+pub struct PtxAcc {
+    lo: Array<Vector<f32, Const<2>>>,
+    hi: Array<Vector<f32, Const<2>>>,
+}
+
+/// Where lane `lane` points `ldmatrix.x4` in a 16x16 tile with rows `stride` apart. Lanes
+/// `8j .. 8j + 8` give the rows of 8x8 matrix `j`, which lands in register `j`; A wants
+/// matrices ordered (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), .., and B
+/// (k 0-7, cols 0-7), (k 8-15, cols 0-7), (k 0-7, cols 8-15), .. (registers 0-1 are the
+/// first 16x8 half). Row-major A and row-major (`[k, cols]`) B both walk the stored rows
+/// first; the column-major ones the stored columns.
+#[cube]
+fn ldmatrix_offset(lane: usize, #[comptime] op: Operand) -> usize {
+    let sub = lane % 8usize;
+    let bit3 = (lane / 8usize) % 2usize;
+    let bit4 = lane / 16usize;
+    if comptime!(op.layout == MatrixLayout::RowMajor) {
+        (sub + 8usize * bit3) * op.stride + 8usize * bit4
+    } else {
+        (sub + 8usize * bit4) * op.stride + 8usize * bit3
+    }
+}
+
+/// The four registers of one operand tile. `mma.sync` takes A row-major and B column-major
+/// (K-contiguous per column), so A stored column-major and B stored row-major are loaded
+/// with `.trans`.
+#[cube]
+fn ptx_operand<F: Float, V: CubePrimitive>(
+    mem: &SharedMemory<V>,
+    at: usize,
+    #[comptime] ident: MatrixIdent,
+    #[comptime] op: Operand,
+) -> Array<Vector<F, Const<2>>> {
+    let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
+    let start = (at + ldmatrix_offset(UNIT_POS_PLANE as usize, op)) / op.vec;
+    let row = mem.slice(start, start + comptime!((8 / op.vec).max(1)));
+    let transpose = comptime!((ident == MatrixIdent::A) != (op.layout == MatrixLayout::RowMajor));
+    let regs = def.load_matrix::<V, Const<2>>(&row, ident, REGS, transpose);
+    let mut out = Array::<Vector<F, Const<2>>>::new(REGS);
+    #[unroll]
+    for i in 0..REGS {
+        out[i] = Vector::cast_from(regs[i]);
+    }
+    out
+}
+
+#[cube]
+fn half_b<F: Float>(
+    regs: &Array<Vector<F, Const<2>>>,
+    #[comptime] half: usize,
+) -> Array<Vector<F, Const<2>>> {
+    let mut out = Array::<Vector<F, Const<2>>>::new(ITEMS);
+    out[0] = regs[2 * half];
+    out[1] = regs[2 * half + 1];
+    out
+}
+
+/// Element offset of lane `lane`'s item `item` (0: row `l / 4`, 1: row `l / 4 + 8`) of a
+/// tile's half `half`, rows `stride` apart: always even, so each item is one 2-wide access.
+#[cube]
+fn acc_offset(
+    lane: usize,
+    #[comptime] item: usize,
+    #[comptime] half: usize,
+    #[comptime] stride: usize,
+) -> usize {
+    (lane / 4 + 8 * item) * stride + 8 * half + 2 * (lane % 4)
+}
+
+#[cube]
+impl TensorCore for Ptx {
+    type Acc = PtxAcc;
+
+    fn zero() -> PtxAcc {
+        let mut lo = Array::<Vector<f32, Const<2>>>::new(ITEMS);
+        let mut hi = Array::<Vector<f32, Const<2>>>::new(ITEMS);
+        #[unroll]
+        for i in 0..ITEMS {
+            lo[i] = Vector::new(0.0f32);
+            hi[i] = Vector::new(0.0f32);
+        }
+        PtxAcc { lo, hi }
+    }
+
+    fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
+        acc: &mut PtxAcc,
+        a: &SharedMemory<A>,
+        a_at: usize,
+        #[comptime] a_op: Operand,
+        b: &SharedMemory<B>,
+        b_at: usize,
+        #[comptime] b_op: Operand,
+    ) {
+        let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
+        let ra = ptx_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
+        let rb = ptx_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
+        def.execute_inplace(&ra, &half_b::<F>(&rb, 0usize), &mut acc.lo);
+        def.execute_inplace(&ra, &half_b::<F>(&rb, 1usize), &mut acc.hi);
+    }
+
+    fn store(dst: &mut SharedMemory<f32>, acc: &PtxAcc, at: usize, #[comptime] stride: usize) {
+        let lane = UNIT_POS_PLANE as usize;
+        let mut d = dst
+            .slice_mut(at, tile_end(at, stride))
+            .into_vectorized()
+            .with_vector_size::<Const<2>>();
+        #[unroll]
+        for i in 0..ITEMS {
+            d[acc_offset(lane, i, 0usize, stride) / 2] = acc.lo[i];
+            d[acc_offset(lane, i, 1usize, stride) / 2] = acc.hi[i];
+        }
+    }
+
+    fn store_cast<F: Float>(
+        dst: &mut SharedMemory<F>,
+        acc: &PtxAcc,
+        at: usize,
+        #[comptime] stride: usize,
+    ) {
+        let lane = UNIT_POS_PLANE as usize;
+        let mut d = dst
+            .slice_mut(at, tile_end(at, stride))
+            .into_vectorized()
+            .with_vector_size::<Const<2>>();
+        #[unroll]
+        for i in 0..ITEMS {
+            d[acc_offset(lane, i, 0usize, stride) / 2] = Vector::cast_from(acc.lo[i]);
+            d[acc_offset(lane, i, 1usize, stride) / 2] = Vector::cast_from(acc.hi[i]);
+        }
+    }
+
+    fn load(acc: &mut PtxAcc, src: &SharedMemory<f32>, at: usize, #[comptime] stride: usize) {
+        let lane = UNIT_POS_PLANE as usize;
+        let s = src
+            .slice(at, tile_end(at, stride))
+            .into_vectorized()
+            .with_vector_size::<Const<2>>();
+        #[unroll]
+        for i in 0..ITEMS {
+            acc.lo[i] = s[acc_offset(lane, i, 0usize, stride) / 2];
+            acc.hi[i] = s[acc_offset(lane, i, 1usize, stride) / 2];
+        }
+    }
+
+    fn scale(
+        acc: &mut PtxAcc,
+        s: f32,
+        _scratch_mem: &mut SharedMemory<f32>,
+        _scratch: usize,
+        #[comptime] _stride: usize,
+    ) {
+        let s = Vector::<f32, Const<2>>::new(s);
+        #[unroll]
+        for i in 0..ITEMS {
+            acc.lo[i] = acc.lo[i] * s;
+            acc.hi[i] = acc.hi[i] * s;
+        }
+    }
+}
