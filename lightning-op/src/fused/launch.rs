@@ -100,15 +100,13 @@ impl Kernel {
             k: 16,
         }) && props.features.matmul.ldmatrix.contains(&storage);
         let half = matches!(dtype, DType::F16 | DType::BF16);
+        let ptx = has_mma && forced() != Some(Forced::Wmma);
         if half
             && has_cmma
-            && cmma::shared_bytes(dcap, dtype.size()) <= max_shared
+            && cmma::shared_bytes(dcap, dtype.size(), ptx) <= max_shared
             && forced() != Some(Forced::Scalar)
         {
-            Kernel::Cmma {
-                dcap,
-                ptx: has_mma && forced() != Some(Forced::Wmma),
-            }
+            Kernel::Cmma { dcap, ptx }
         } else {
             Kernel::Scalar(choose_tiles(dqk, dv, max_shared))
         }

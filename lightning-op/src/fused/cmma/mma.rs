@@ -6,7 +6,10 @@
 //! - [`Ptx`]: CubeCL's manual MMA on CUDA: `ldmatrix` (one `LDSM.x4` per operand tile,
 //!   `.trans` where the stored layout is not the one `mma.sync` wants) and two
 //!   `mma.sync.m16n8k16` per step. Accumulators are plain registers whose positions are
-//!   known, so scaling, casting and storing a tile are a handful of register operations.
+//!   known, so scaling, casting and storing a tile are a handful of register operations,
+//!   and so is weighting an operand's rows (the decays the sweep needs, see
+//!   [`TensorCore::scale_rows`] and [`TensorCore::weight_rhs`]): WMMA has no such access,
+//!   so its sweep makes decayed copies of Q and K in shared memory instead.
 
 use cubecl::cmma::{self, Matrix, MatrixIdent, MatrixLayout, MmaDefinition};
 use cubecl::prelude::*;
@@ -31,14 +34,32 @@ pub fn tile_end(at: usize, stride: usize) -> usize {
 }
 
 #[cube]
-pub trait TensorCore {
+pub trait TensorCore<F: Float> {
     /// A 16x16 fp32 accumulator tile, held by one warp.
     type Acc: CubeType;
+    /// A 16x16 B operand in registers, for products that share it.
+    type Rhs: CubeType;
 
     fn zero() -> Self::Acc;
 
-    /// `acc += A B`, `A` the 16x16 tile of `a` from element `a_at`, `B` that of `b`.
-    fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
+    /// The 16x16 B operand of `b` from element `at`.
+    fn load_rhs<V: CubePrimitive>(
+        b: &SharedMemory<V>,
+        at: usize,
+        #[comptime] op: Operand,
+    ) -> Self::Rhs;
+
+    /// `acc += A B`, `A` the 16x16 tile of `a` from element `a_at`.
+    fn mma_rhs<A: CubePrimitive>(
+        acc: &mut Self::Acc,
+        a: &SharedMemory<A>,
+        a_at: usize,
+        #[comptime] a_op: Operand,
+        b: &Self::Rhs,
+    );
+
+    /// `acc += A B`, both from shared memory.
+    fn mma<A: CubePrimitive, B: CubePrimitive>(
         acc: &mut Self::Acc,
         a: &SharedMemory<A>,
         a_at: usize,
@@ -48,16 +69,17 @@ pub trait TensorCore {
         #[comptime] b_op: Operand,
     );
 
+    /// Row `k` of `b` times `w[at + k]` (in fp32, rounded once). Manual MMA only.
+    fn weight_rhs(b: &mut Self::Rhs, w: &SharedMemory<f32>, at: usize);
+
+    /// Row `r` of `acc` times `w[at + r]`. Manual MMA only.
+    fn scale_rows(acc: &mut Self::Acc, w: &SharedMemory<f32>, at: usize);
+
     /// The tile into shared fp32 rows `stride` apart from element `at`, row-major.
     fn store(dst: &mut SharedMemory<f32>, acc: &Self::Acc, at: usize, #[comptime] stride: usize);
 
     /// The tile rounded to `F`, into shared rows `stride` apart from element `at`.
-    fn store_cast<F: Float>(
-        dst: &mut SharedMemory<F>,
-        acc: &Self::Acc,
-        at: usize,
-        #[comptime] stride: usize,
-    );
+    fn store_cast(dst: &mut SharedMemory<F>, acc: &Self::Acc, at: usize, #[comptime] stride: usize);
 
     /// The tile from shared fp32 rows `stride` apart from element `at`.
     fn load(acc: &mut Self::Acc, src: &SharedMemory<f32>, at: usize, #[comptime] stride: usize);
@@ -90,8 +112,9 @@ fn wmma_operand<F: Float, V: CubePrimitive>(
 }
 
 #[cube]
-impl TensorCore for Wmma {
+impl<F: Float> TensorCore<F> for Wmma {
     type Acc = Matrix<f32>;
+    type Rhs = Matrix<F>;
 
     fn zero() -> Matrix<f32> {
         Matrix::<f32>::from_value(
@@ -104,7 +127,26 @@ impl TensorCore for Wmma {
         )
     }
 
-    fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
+    fn load_rhs<V: CubePrimitive>(
+        b: &SharedMemory<V>,
+        at: usize,
+        #[comptime] op: Operand,
+    ) -> Matrix<F> {
+        wmma_operand::<F, V>(b, at, MatrixIdent::B, op)
+    }
+
+    fn mma_rhs<A: CubePrimitive>(
+        acc: &mut Matrix<f32>,
+        a: &SharedMemory<A>,
+        a_at: usize,
+        #[comptime] a_op: Operand,
+        b: &Matrix<F>,
+    ) {
+        let lhs = wmma_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
+        cmma::execute::<F, F, f32, f32>(&lhs, b, acc, acc);
+    }
+
+    fn mma<A: CubePrimitive, B: CubePrimitive>(
         acc: &mut Matrix<f32>,
         a: &SharedMemory<A>,
         a_at: usize,
@@ -113,9 +155,20 @@ impl TensorCore for Wmma {
         b_at: usize,
         #[comptime] b_op: Operand,
     ) {
-        let lhs = wmma_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
         let rhs = wmma_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
-        cmma::execute::<F, F, f32, f32>(&lhs, &rhs, acc, acc);
+        Self::mma_rhs::<A>(acc, a, a_at, a_op, &rhs);
+    }
+
+    fn weight_rhs(_b: &mut Matrix<F>, _w: &SharedMemory<f32>, _at: usize) {
+        comptime!(panic!(
+            "WMMA fragments hide their rows: weight the operand in shared memory"
+        ));
+    }
+
+    fn scale_rows(_acc: &mut Matrix<f32>, _w: &SharedMemory<f32>, _at: usize) {
+        comptime!(panic!(
+            "WMMA fragments hide their rows: weight the operand in shared memory"
+        ));
     }
 
     fn store(dst: &mut SharedMemory<f32>, acc: &Matrix<f32>, at: usize, #[comptime] stride: usize) {
@@ -127,7 +180,7 @@ impl TensorCore for Wmma {
         );
     }
 
-    fn store_cast<F: Float>(
+    fn store_cast(
         dst: &mut SharedMemory<F>,
         acc: &Matrix<f32>,
         at: usize,
@@ -158,7 +211,7 @@ impl TensorCore for Wmma {
         scratch: usize,
         #[comptime] stride: usize,
     ) {
-        Wmma::store(scratch_mem, acc, scratch, stride);
+        <Self as TensorCore<F>>::store(scratch_mem, acc, scratch, stride);
         sync_plane();
         let lane = UNIT_POS_PLANE as usize;
         #[unroll]
@@ -168,7 +221,7 @@ impl TensorCore for Wmma {
             scratch_mem[at] = scratch_mem[at] * s;
         }
         sync_plane();
-        Wmma::load(acc, scratch_mem, scratch, stride);
+        <Self as TensorCore<F>>::load(acc, scratch_mem, scratch, stride);
         sync_plane();
     }
 }
@@ -210,7 +263,7 @@ fn ldmatrix_offset(lane: usize, #[comptime] op: Operand) -> usize {
 
 /// The four registers of one operand tile. `mma.sync` takes A row-major and B column-major
 /// (K-contiguous per column), so A stored column-major and B stored row-major are loaded
-/// with `.trans`.
+/// with `.trans`. In B's registers, `j` holds rows `2 (l % 4) + 8 (j % 2)` and the next.
 #[cube]
 fn ptx_operand<F: Float, V: CubePrimitive>(
     mem: &SharedMemory<V>,
@@ -255,8 +308,9 @@ fn acc_offset(
 }
 
 #[cube]
-impl TensorCore for Ptx {
+impl<F: Float> TensorCore<F> for Ptx {
     type Acc = PtxAcc;
+    type Rhs = Array<Vector<F, Const<2>>>;
 
     fn zero() -> PtxAcc {
         let mut lo = Array::<Vector<f32, Const<2>>>::new(ITEMS);
@@ -269,7 +323,28 @@ impl TensorCore for Ptx {
         PtxAcc { lo, hi }
     }
 
-    fn mma<F: Float, A: CubePrimitive, B: CubePrimitive>(
+    fn load_rhs<V: CubePrimitive>(
+        b: &SharedMemory<V>,
+        at: usize,
+        #[comptime] op: Operand,
+    ) -> Array<Vector<F, Const<2>>> {
+        ptx_operand::<F, V>(b, at, MatrixIdent::B, op)
+    }
+
+    fn mma_rhs<A: CubePrimitive>(
+        acc: &mut PtxAcc,
+        a: &SharedMemory<A>,
+        a_at: usize,
+        #[comptime] a_op: Operand,
+        b: &Array<Vector<F, Const<2>>>,
+    ) {
+        let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
+        let ra = ptx_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
+        def.execute_inplace(&ra, &half_b::<F>(b, 0usize), &mut acc.lo);
+        def.execute_inplace(&ra, &half_b::<F>(b, 1usize), &mut acc.hi);
+    }
+
+    fn mma<A: CubePrimitive, B: CubePrimitive>(
         acc: &mut PtxAcc,
         a: &SharedMemory<A>,
         a_at: usize,
@@ -278,11 +353,36 @@ impl TensorCore for Ptx {
         b_at: usize,
         #[comptime] b_op: Operand,
     ) {
-        let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
-        let ra = ptx_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
-        let rb = ptx_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
-        def.execute_inplace(&ra, &half_b::<F>(&rb, 0usize), &mut acc.lo);
-        def.execute_inplace(&ra, &half_b::<F>(&rb, 1usize), &mut acc.hi);
+        let rhs = ptx_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
+        Self::mma_rhs::<A>(acc, a, a_at, a_op, &rhs);
+    }
+
+    fn weight_rhs(b: &mut Array<Vector<F, Const<2>>>, w: &SharedMemory<f32>, at: usize) {
+        let w = w
+            .slice(at, at + T)
+            .into_vectorized()
+            .with_vector_size::<Const<2>>();
+        let k = UNIT_POS_PLANE as usize % 4;
+        #[unroll]
+        for j in 0..ITEMS {
+            // Rows `2 (l % 4) + 8 j` and the next, in both halves.
+            let wj = w[k + 4 * j];
+            #[unroll]
+            for half in 0..ITEMS {
+                let r = 2 * half + j;
+                b[r] = Vector::cast_from(Vector::<f32, Const<2>>::cast_from(b[r]) * wj);
+            }
+        }
+    }
+
+    fn scale_rows(acc: &mut PtxAcc, w: &SharedMemory<f32>, at: usize) {
+        let row = at + UNIT_POS_PLANE as usize / 4;
+        #[unroll]
+        for i in 0..ITEMS {
+            let wi = Vector::<f32, Const<2>>::new(w[row + 8 * i]);
+            acc.lo[i] = acc.lo[i] * wi;
+            acc.hi[i] = acc.hi[i] * wi;
+        }
     }
 
     fn store(dst: &mut SharedMemory<f32>, acc: &PtxAcc, at: usize, #[comptime] stride: usize) {
@@ -298,12 +398,7 @@ impl TensorCore for Ptx {
         }
     }
 
-    fn store_cast<F: Float>(
-        dst: &mut SharedMemory<F>,
-        acc: &PtxAcc,
-        at: usize,
-        #[comptime] stride: usize,
-    ) {
+    fn store_cast(dst: &mut SharedMemory<F>, acc: &PtxAcc, at: usize, #[comptime] stride: usize) {
         let lane = UNIT_POS_PLANE as usize;
         let mut d = dst
             .slice_mut(at, tile_end(at, stride))

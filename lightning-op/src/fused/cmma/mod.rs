@@ -82,14 +82,26 @@ pub fn fold_limit(dtype: burn::tensor::DType) -> f32 {
     }
 }
 
+/// Elements of each decayed copy of Q or K: WMMA's products read them; manual MMA puts the
+/// decays on registers instead, and its kernel only declares a minimal buffer.
+const fn decayed_len(dcap: usize, ptx: bool) -> usize {
+    if ptx { ALIGN } else { BLK * qk_stride(dcap) }
+}
+
+/// Floats of the token-weight tables: `tables` per block (Q's and K's, or K's), for each
+/// half of the double buffer; manual MMA only.
+const fn weights_len(ptx: bool, tables: usize) -> usize {
+    if ptx { 2 * tables * BLK } else { ALIGN }
+}
+
 /// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
 /// storage: the larger of the output pass and the local-state pass (each with its raw
-/// double buffer, decayed copies, and 16 bytes for the copy barrier).
-pub fn shared_bytes(dcap: usize, elem: usize) -> usize {
-    let qk = BLK * qk_stride(dcap);
-    let outputs =
-        (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS) * elem + (STAGE + BLK) * 4;
-    let local = (2 * raw_set(dcap, false) + qk) * elem + dcap * OS * 4;
+/// double buffer, decayed copies or weight tables, and 16 bytes for the copy barrier).
+pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool) -> usize {
+    let qk = decayed_len(dcap, ptx);
+    let outputs = (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS) * elem
+        + (STAGE + BLK + weights_len(ptx, 2)) * 4;
+    let local = (2 * raw_set(dcap, false) + qk) * elem + (dcap * OS + weights_len(ptx, 1)) * 4;
     outputs.max(local) + 16
 }
 
@@ -171,6 +183,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         has_state,
         write_state,
         reverse,
+        ptx,
     });
     if comptime!(prefetch) {
         if comptime!(ptx) {
@@ -202,11 +215,12 @@ struct Flags {
     has_state: bool,
     write_state: bool,
     reverse: bool,
+    ptx: bool,
 }
 
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn sweep<F: Float, N: Size, C: Copier, M: TensorCore>(
+fn sweep<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -228,6 +242,7 @@ fn sweep<F: Float, N: Size, C: Copier, M: TensorCore>(
             comptime!(flags.dcap),
             comptime!(flags.vec),
             comptime!(flags.reverse),
+            comptime!(flags.ptx),
         );
     } else {
         outputs::<F, N, C, M>(
@@ -245,36 +260,58 @@ fn sweep<F: Float, N: Size, C: Copier, M: TensorCore>(
             comptime!(flags.has_state),
             comptime!(flags.write_state),
             comptime!(flags.reverse),
+            comptime!(flags.ptx),
         );
     }
 }
 
-/// `KV += K^T V` on state tile `tile` (`EV / T` tiles per row of tiles): K `[BLK, dcap]`
-/// in `kd`, V `[BLK, EV]` in `raw` from element `va`, the tile's accumulator in registers.
+/// One block of `KV += K^T diag(w) V` on the warp's state tiles (`accs[s]` is tile
+/// `warp + s WARPS`, `EV / T` tiles per row of tiles). `WARPS` is a multiple of `EV / T`,
+/// so a warp's tiles share their columns of V: each V operand is loaded once for all of
+/// them. With `ptx`, `k` holds the raw block from element `ka` and the token weights
+/// `w[wa ..]` go onto V's registers; otherwise `k` holds K already weighted (the decayed
+/// copy) and `w` is unused. V `[BLK, EV]` is in `raw` from element `va`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn update_tile<F: Float, N: Size, M: TensorCore>(
-    acc: &mut M::Acc,
-    kd: &SharedMemory<F>,
+fn update<F: Float, N: Size, M: TensorCore<F>, K: CubePrimitive>(
+    accs: &mut Sequence<M::Acc>,
+    k: &SharedMemory<K>,
+    ka: usize,
     raw: &SharedMemory<Vector<F, N>>,
     va: usize,
-    tile: usize,
+    w: &SharedMemory<f32>,
+    wa: usize,
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
+    #[comptime] ptx: bool,
 ) {
+    let warp = UNIT_POS_Y as usize;
     let qks = comptime!(qk_stride(dcap));
-    let r = tile / (EV / T);
-    let c = tile % (EV / T);
+    let tiles = comptime!(dcap / T * EV / T);
+    let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
+    let k_vec = comptime!(if ptx { vec } else { 1 });
+    let c = warp % (EV / T);
+    #[unroll]
     for kk in 0..BLK / T {
-        M::mma::<F, F, Vector<F, N>>(
-            acc,
-            kd,
-            kk * T * qks + r * T,
-            comptime!(cols(qks, 1)),
-            raw,
-            va + kk * T * VS + c * T,
-            comptime!(rows(VS, vec)),
-        );
+        let mut b =
+            M::load_rhs::<Vector<F, N>>(raw, va + kk * T * VS + c * T, comptime!(rows(VS, vec)));
+        if comptime!(ptx) {
+            M::weight_rhs(&mut b, w, wa + kk * T);
+        }
+        #[unroll]
+        for s in 0..per_warp {
+            let tile = warp + s * WARPS as usize;
+            if tile < tiles {
+                let r = tile / (EV / T);
+                M::mma_rhs::<K>(
+                    accs.index_mut(s),
+                    k,
+                    ka + kk * T * qks + r * T,
+                    comptime!(cols(qks, k_vec)),
+                    &b,
+                );
+            }
+        }
     }
 }
 
@@ -284,7 +321,7 @@ fn update_tile<F: Float, N: Size, M: TensorCore>(
 /// the whole segment: no per-block pass over a shared-memory state, and less shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
+fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
     slopes: &Tensor<f32>,
@@ -293,6 +330,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
+    #[comptime] ptx: bool,
 ) {
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
@@ -306,8 +344,9 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
     // Raw K then V, twice: the block being computed and the next one arriving.
     let set = comptime!(raw_set(dcap, false));
     let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
-    let mut kd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
     let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
+    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 1)), ALIGN);
     let gate = C::create();
 
     let v_tiles = comptime!(EV / T);
@@ -329,6 +368,11 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
     let va = BLK * qks;
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
+        let e0 = f32::cast_from((seg_end - 1 - t0 + shift) as u32);
+        let wa = half * BLK;
+        if comptime!(ptx) {
+            token_weights(&mut w, wa, slope, e0, m, Scale::Down);
+        }
         C::wait(&gate);
         let next = t0 + BLK;
         if next < seg_end {
@@ -337,34 +381,24 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
             load_block::<F, N, C>(k, k, v, &mut raw, at, next, mn, dcap, vec, reverse, false);
             C::commit(&gate);
         }
-        let e0 = f32::cast_from((seg_end - 1 - t0 + shift) as u32);
-        scale_rows::<F, N>(
-            &raw,
-            half * set,
-            &mut kd,
-            m,
-            slope,
-            e0,
-            dcap,
-            qks,
-            vec,
-            Scale::Down,
-        );
-        sync_cube();
-        #[unroll]
-        for s in 0..per_warp {
-            let tile = warp + s * WARPS as usize;
-            if tile < tiles {
-                update_tile::<F, N, M>(
-                    accs.index_mut(s),
-                    &kd,
-                    &raw,
-                    half * set + va,
-                    tile,
-                    dcap,
-                    vec,
-                );
-            }
+        let at = half * set;
+        if comptime!(ptx) {
+            update::<F, N, M, Vector<F, N>>(
+                &mut accs,
+                &raw,
+                at,
+                &raw,
+                at + va,
+                &w,
+                wa,
+                dcap,
+                vec,
+                ptx,
+            );
+        } else {
+            scale_rows::<F, N>(&raw, at, &mut kd, m, slope, e0, dcap, qks, vec, Scale::Down);
+            sync_cube();
+            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, at + va, &w, wa, dcap, vec, ptx);
         }
         half = 1usize - half;
         t0 = next;
@@ -386,7 +420,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore>(
 /// state entering it.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
+fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     q: &Tensor<Vector<F, N>>,
     k: &Tensor<Vector<F, N>>,
     v: &Tensor<Vector<F, N>>,
@@ -401,6 +435,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
     #[comptime] has_state: bool,
     #[comptime] write_state: bool,
     #[comptime] reverse: bool,
+    #[comptime] ptx: bool,
 ) {
     let warps = WARPS as usize;
     let units = UNITS;
@@ -424,13 +459,14 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
     let set = comptime!(raw_set(dcap, true));
     let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
     // Q and K with their decays folded in, for the inter term and the state update.
-    let mut qd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
-    let mut kd = SharedMemory::<F>::new_aligned(BLK * qks, ALIGN);
+    let mut qd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
+    let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
     let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
     // Scores, then the output tile on its way out; the warps' scratch tiles between blocks.
     let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
     let mut decay = SharedMemory::<f32>::new(BLK);
+    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 2)), ALIGN);
 
     let slope = slopes[head];
     let mut x = unit;
@@ -508,6 +544,12 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
         if fold {
             k_e0 -= grown;
         }
+        let q_e0 = f32::cast_from(tau + shift_inter);
+        let wa = half * 2 * BLK;
+        if comptime!(ptx) {
+            token_weights(&mut w, wa, slope, q_e0, m, Scale::Up);
+            token_weights(&mut w, wa + BLK, slope, k_e0, m, Scale::Down);
+        }
         // Block `t0` has landed and every warp is done with the block before, whose half of
         // the double buffer now takes the next block.
         C::wait(&gate);
@@ -521,23 +563,24 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
         let qa = half * set;
         let ka = qa + BLK * qks;
         let va = ka + BLK * qks;
-        let q_e0 = f32::cast_from(tau + shift_inter);
-        scale_rows::<F, N>(&raw, qa, &mut qd, m, slope, q_e0, dcap, qks, vec, Scale::Up);
-        scale_rows::<F, N>(
-            &raw,
-            ka,
-            &mut kd,
-            m,
-            slope,
-            k_e0,
-            dcap,
-            qks,
-            vec,
-            Scale::Down,
-        );
+        if comptime!(!ptx) {
+            scale_rows::<F, N>(&raw, qa, &mut qd, m, slope, q_e0, dcap, qks, vec, Scale::Up);
+            scale_rows::<F, N>(
+                &raw,
+                ka,
+                &mut kd,
+                m,
+                slope,
+                k_e0,
+                dcap,
+                qks,
+                vec,
+                Scale::Down,
+            );
+        }
         if !fold {
-            // `KV <- lambda^m KV` in place, tile by tile through the warp's scratch (`kvb`
-            // already holds the state the block's inter term reads).
+            // `KV <- lambda^m KV` in place (`kvb` already holds the state the block's inter
+            // term reads).
             let lm = (-slope * grown).exp();
             #[unroll]
             for s in 0..per_warp {
@@ -546,7 +589,10 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
                 }
             }
         }
-        sync_cube();
+        if comptime!(!ptx) {
+            // The decayed copies, and WMMA's scratch tiles (they share `ss` with S).
+            sync_cube();
+        }
 
         // 1. S = Q K^T on the tiles at or below the diagonal.
         let mut tile = warp;
@@ -556,7 +602,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
             if tj <= ti {
                 let mut acc = M::zero();
                 for kk in 0..d_tiles {
-                    M::mma::<F, Vector<F, N>, Vector<F, N>>(
+                    M::mma::<Vector<F, N>, Vector<F, N>>(
                         &mut acc,
                         &raw,
                         qa + ti * T * qks + kk * T,
@@ -592,19 +638,35 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
             let ti = tile / v_tiles;
             let tj = tile % v_tiles;
             let mut acc = M::zero();
-            for kk in 0..d_tiles {
-                M::mma::<F, F, F>(
-                    &mut acc,
-                    &qd,
-                    ti * T * qks + kk * T,
-                    comptime!(rows(qks, 1)),
-                    &kvb,
-                    kk * T * VS + tj * T,
-                    comptime!(rows(VS, 1)),
-                );
+            if comptime!(ptx) {
+                // `diag(lambda^(i + 1)) (Q KV)`: the decay goes onto the product's rows.
+                for kk in 0..d_tiles {
+                    M::mma::<Vector<F, N>, F>(
+                        &mut acc,
+                        &raw,
+                        qa + ti * T * qks + kk * T,
+                        comptime!(rows(qks, vec)),
+                        &kvb,
+                        kk * T * VS + tj * T,
+                        comptime!(rows(VS, 1)),
+                    );
+                }
+                M::scale_rows(&mut acc, &w, wa + ti * T);
+            } else {
+                for kk in 0..d_tiles {
+                    M::mma::<F, F>(
+                        &mut acc,
+                        &qd,
+                        ti * T * qks + kk * T,
+                        comptime!(rows(qks, 1)),
+                        &kvb,
+                        kk * T * VS + tj * T,
+                        comptime!(rows(VS, 1)),
+                    );
+                }
             }
             for kk in 0..ti + 1 {
-                M::mma::<F, F, Vector<F, N>>(
+                M::mma::<F, Vector<F, N>>(
                     &mut acc,
                     &ps,
                     ti * T * PS + kk * T,
@@ -621,14 +683,29 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
 
         // 3b. KV += K^T V on the warp's own tiles, and the storage-type snapshot of each for
         // the next block's inter term, straight from the fragment.
+        if comptime!(ptx) {
+            update::<F, N, M, Vector<F, N>>(
+                &mut accs,
+                &raw,
+                ka,
+                &raw,
+                va,
+                &w,
+                wa + BLK,
+                dcap,
+                vec,
+                ptx,
+            );
+        } else {
+            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, va, &w, 0, dcap, vec, ptx);
+        }
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if tile < tiles {
-                update_tile::<F, N, M>(accs.index_mut(s), &kd, &raw, va, tile, dcap, vec);
                 let r = tile / v_tiles;
                 let c = tile % v_tiles;
-                M::store_cast::<F>(&mut kvb, accs.index(s), r * T * VS + c * T, VS);
+                M::store_cast(&mut kvb, accs.index(s), r * T * VS + c * T, VS);
             }
         }
 
@@ -683,6 +760,32 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore>(
                 sync_plane();
             }
         }
+    }
+}
+
+/// The weights of one block's tokens into `w[at ..]`, as [`scale_rows`] would scale its
+/// rows (`Down` rows from `m` on get 0: they are zero, and their weight could overflow).
+/// Written before the block's wait, by the first `BLK` units: the table is double-buffered
+/// like the rows, so warps still on the block before read the other half.
+#[cube]
+fn token_weights(
+    w: &mut SharedMemory<f32>,
+    at: usize,
+    slope: f32,
+    e0: f32,
+    m: usize,
+    #[comptime] scale: Scale,
+) {
+    let i = UNIT_POS as usize;
+    if i < BLK {
+        let fi = f32::cast_from(i as u32);
+        let mut x = 0.0f32;
+        if comptime!(scale == Scale::Up) {
+            x = (-slope * (e0 + fi)).exp();
+        } else if i < m {
+            x = (-slope * (e0 - fi)).exp();
+        }
+        w[at + i] = x;
     }
 }
 
