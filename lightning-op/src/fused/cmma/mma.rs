@@ -58,17 +58,6 @@ pub trait TensorCore<F: Float> {
         b: &Self::Rhs,
     );
 
-    /// `acc += A B`, both from shared memory.
-    fn mma<A: CubePrimitive, B: CubePrimitive>(
-        acc: &mut Self::Acc,
-        a: &SharedMemory<A>,
-        a_at: usize,
-        #[comptime] a_op: Operand,
-        b: &SharedMemory<B>,
-        b_at: usize,
-        #[comptime] b_op: Operand,
-    );
-
     /// Row `k` of `b` times `w[at + k]` (in fp32, rounded once). Manual MMA only.
     fn weight_rhs(b: &mut Self::Rhs, w: &SharedMemory<f32>, at: usize);
 
@@ -93,6 +82,22 @@ pub trait TensorCore<F: Float> {
         scratch: usize,
         #[comptime] stride: usize,
     );
+}
+
+/// `acc += A B`, both 16x16 tiles from shared memory.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub fn product<F: Float, M: TensorCore<F>, A: CubePrimitive, B: CubePrimitive>(
+    acc: &mut M::Acc,
+    a: &SharedMemory<A>,
+    a_at: usize,
+    #[comptime] a_op: Operand,
+    b: &SharedMemory<B>,
+    b_at: usize,
+    #[comptime] b_op: Operand,
+) {
+    let rhs = M::load_rhs::<B>(b, b_at, b_op);
+    M::mma_rhs::<A>(acc, a, a_at, a_op, &rhs);
 }
 
 /// CubeCL's cooperative matrices (WMMA).
@@ -144,19 +149,6 @@ impl<F: Float> TensorCore<F> for Wmma {
     ) {
         let lhs = wmma_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
         cmma::execute::<F, F, f32, f32>(&lhs, b, acc, acc);
-    }
-
-    fn mma<A: CubePrimitive, B: CubePrimitive>(
-        acc: &mut Matrix<f32>,
-        a: &SharedMemory<A>,
-        a_at: usize,
-        #[comptime] a_op: Operand,
-        b: &SharedMemory<B>,
-        b_at: usize,
-        #[comptime] b_op: Operand,
-    ) {
-        let rhs = wmma_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
-        Self::mma_rhs::<A>(acc, a, a_at, a_op, &rhs);
     }
 
     fn weight_rhs(_b: &mut Matrix<F>, _w: &SharedMemory<f32>, _at: usize) {
@@ -307,6 +299,27 @@ fn acc_offset(
     (lane / 4 + 8 * item) * stride + 8 * half + 2 * (lane % 4)
 }
 
+/// The tile as `O` (one rounding from fp32, none for `O = f32`) into shared rows `stride`
+/// apart from element `at`.
+#[cube]
+fn ptx_store<O: Float>(
+    dst: &mut SharedMemory<O>,
+    acc: &PtxAcc,
+    at: usize,
+    #[comptime] stride: usize,
+) {
+    let lane = UNIT_POS_PLANE as usize;
+    let mut d = dst
+        .slice_mut(at, tile_end(at, stride))
+        .into_vectorized()
+        .with_vector_size::<Const<2>>();
+    #[unroll]
+    for i in 0..ITEMS {
+        d[acc_offset(lane, i, 0usize, stride) / 2] = Vector::cast_from(acc.lo[i]);
+        d[acc_offset(lane, i, 1usize, stride) / 2] = Vector::cast_from(acc.hi[i]);
+    }
+}
+
 #[cube]
 impl<F: Float> TensorCore<F> for Ptx {
     type Acc = PtxAcc;
@@ -344,19 +357,6 @@ impl<F: Float> TensorCore<F> for Ptx {
         def.execute_inplace(&ra, &half_b::<F>(b, 1usize), &mut acc.hi);
     }
 
-    fn mma<A: CubePrimitive, B: CubePrimitive>(
-        acc: &mut PtxAcc,
-        a: &SharedMemory<A>,
-        a_at: usize,
-        #[comptime] a_op: Operand,
-        b: &SharedMemory<B>,
-        b_at: usize,
-        #[comptime] b_op: Operand,
-    ) {
-        let rhs = ptx_operand::<F, B>(b, b_at, MatrixIdent::B, b_op);
-        Self::mma_rhs::<A>(acc, a, a_at, a_op, &rhs);
-    }
-
     fn weight_rhs(b: &mut Array<Vector<F, Const<2>>>, w: &SharedMemory<f32>, at: usize) {
         let w = w
             .slice(at, at + T)
@@ -386,29 +386,11 @@ impl<F: Float> TensorCore<F> for Ptx {
     }
 
     fn store(dst: &mut SharedMemory<f32>, acc: &PtxAcc, at: usize, #[comptime] stride: usize) {
-        let lane = UNIT_POS_PLANE as usize;
-        let mut d = dst
-            .slice_mut(at, tile_end(at, stride))
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        #[unroll]
-        for i in 0..ITEMS {
-            d[acc_offset(lane, i, 0usize, stride) / 2] = acc.lo[i];
-            d[acc_offset(lane, i, 1usize, stride) / 2] = acc.hi[i];
-        }
+        ptx_store::<f32>(dst, acc, at, stride);
     }
 
     fn store_cast(dst: &mut SharedMemory<F>, acc: &PtxAcc, at: usize, #[comptime] stride: usize) {
-        let lane = UNIT_POS_PLANE as usize;
-        let mut d = dst
-            .slice_mut(at, tile_end(at, stride))
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        #[unroll]
-        for i in 0..ITEMS {
-            d[acc_offset(lane, i, 0usize, stride) / 2] = Vector::cast_from(acc.lo[i]);
-            d[acc_offset(lane, i, 1usize, stride) / 2] = Vector::cast_from(acc.hi[i]);
-        }
+        ptx_store::<F>(dst, acc, at, stride);
     }
 
     fn load(acc: &mut PtxAcc, src: &SharedMemory<f32>, at: usize, #[comptime] stride: usize) {

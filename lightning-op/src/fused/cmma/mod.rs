@@ -1,21 +1,24 @@
-//! The blockwise sweep on tensor cores (CubeCL `cmma`: WMMA 16x16x16, f16/bf16 operands,
-//! fp32 accumulators). Same contract and modes as the scalar [`super::kernel::sweep_kernel`];
-//! chosen when the storage dtype is f16/bf16 and the device has cooperative matrices.
+//! The blockwise sweep on tensor cores (16x16x16 steps, f16/bf16 operands, fp32
+//! accumulators; [`mma`]: manual MMA on CUDA, WMMA elsewhere). Same contract and modes as
+//! the scalar [`super::kernel::sweep_kernel`]; chosen when the storage dtype is f16/bf16
+//! and the device has cooperative matrices.
 //!
 //! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice held in fp32
 //! accumulator fragments (each warp keeps its tiles in registers for the whole sweep):
 //! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
 //! 2. `P = S * M` in the storage type;
-//! 3. `O = Q KV + P V` (one accumulator per output tile, `diag(lambda^(i+1)) Q` made from
-//!    the raw Q the scores need, KV read from a storage-type snapshot), then
-//!    `KV <- lambda^m KV + K^T diag(lambda^(m-1-j)) V`, each tile's accumulator also stored
-//!    as the next block's snapshot;
+//! 3. `O = diag(lambda^(i+1)) Q KV + P V` (one accumulator per output tile, KV read from a
+//!    storage-type snapshot), then `KV <- lambda^m KV + K^T diag(lambda^(m-1-j)) V`, each
+//!    tile's accumulator also stored as the next block's snapshot;
 //! 4. the output tile leaves through shared memory, coalesced.
 //! Block `i + 1`'s raw rows are copied in while block `i` computes ([`load`]).
-//! The decays are folded into the operands, so no fragment is ever indexed element-wise;
-//! even the state's own decay `lambda^m` is, while the storage type's range allows (see
-//! [`fold_limit`]), folded into K instead of applied to the state; past that limit (and
-//! every block for f16) the state's tiles are scaled on a round trip through shared memory.
+//! Where the decays go: manual MMA knows which rows a lane's registers hold, so Q's decay
+//! scales the rows of the `Q KV` accumulator and K's weights V's registers, from per-block
+//! tables ([`token_weights`]); WMMA fragments are opaque, so its sweep makes decayed copies
+//! of Q and K in shared memory ([`scale_rows`]). The state's own decay `lambda^m` is, while
+//! the storage type's range allows (see [`fold_limit`]), folded into K's weights instead of
+//! applied to the state; past that limit (and every block for f16) the state's tiles are
+//! scaled in place (on registers, or for WMMA on a round trip through shared memory).
 //! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
 //! [`local_state`].
 
@@ -27,7 +30,7 @@ mod mma;
 
 use super::kernel::{Mode, entering_state, time_index};
 use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, scale_rows};
-use mma::{Operand, Ptx, T, TensorCore, Wmma};
+use mma::{Operand, Ptx, T, TensorCore, Wmma, product};
 
 /// Tokens per block.
 pub const BLK: usize = 32;
@@ -317,8 +320,9 @@ fn update<F: Float, N: Size, M: TensorCore<F>, K: CubePrimitive>(
 
 /// `Mode::State`: the segment's own state from zero, `sum_p lambda^(L-1-p) k_p^T v_p` over
 /// its `L` tokens (`lambda^(L-p)` when `reverse`). Every term's decay is known when its
-/// block arrives, so it is folded into K on load and the accumulators stay in registers for
-/// the whole segment: no per-block pass over a shared-memory state, and less shared memory.
+/// block arrives, so it goes onto the operands (as in the output pass) and the
+/// accumulators stay in registers for the whole segment: no per-block pass over a
+/// shared-memory state, and less shared memory.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
@@ -602,7 +606,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             if tj <= ti {
                 let mut acc = M::zero();
                 for kk in 0..d_tiles {
-                    M::mma::<Vector<F, N>, Vector<F, N>>(
+                    product::<F, M, Vector<F, N>, Vector<F, N>>(
                         &mut acc,
                         &raw,
                         qa + ti * T * qks + kk * T,
@@ -641,7 +645,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             if comptime!(ptx) {
                 // `diag(lambda^(i + 1)) (Q KV)`: the decay goes onto the product's rows.
                 for kk in 0..d_tiles {
-                    M::mma::<Vector<F, N>, F>(
+                    product::<F, M, Vector<F, N>, F>(
                         &mut acc,
                         &raw,
                         qa + ti * T * qks + kk * T,
@@ -654,7 +658,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 M::scale_rows(&mut acc, &w, wa + ti * T);
             } else {
                 for kk in 0..d_tiles {
-                    M::mma::<F, F>(
+                    product::<F, M, F, F>(
                         &mut acc,
                         &qd,
                         ti * T * qks + kk * T,
@@ -666,7 +670,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 }
             }
             for kk in 0..ti + 1 {
-                M::mma::<F, Vector<F, N>>(
+                product::<F, M, F, Vector<F, N>>(
                     &mut acc,
                     &ps,
                     ti * T * PS + kk * T,
