@@ -83,22 +83,18 @@ impl Kernel {
         let max_shared = props.hardware.max_shared_memory_size;
         let dcap = dqk.next_multiple_of(16);
         let storage: StorageType = dtype.into();
-        let has_cmma = props.features.matmul.cmma.contains(&MmaConfig {
+        // `storage` operands, fp32 accumulators, 16 x `n` x 16.
+        let shape = |n| MmaConfig {
             a_type: storage,
             b_type: storage,
             cd_type: DType::F32.into(),
             m: 16,
-            n: 16,
+            n,
             k: 16,
-        });
-        let has_mma = props.features.matmul.mma.contains(&MmaConfig {
-            a_type: storage,
-            b_type: storage,
-            cd_type: DType::F32.into(),
-            m: 16,
-            n: 8,
-            k: 16,
-        }) && props.features.matmul.ldmatrix.contains(&storage);
+        };
+        let has_cmma = props.features.matmul.cmma.contains(&shape(16));
+        let has_mma = props.features.matmul.mma.contains(&shape(8))
+            && props.features.matmul.ldmatrix.contains(&storage);
         let half = matches!(dtype, DType::F16 | DType::BF16);
         let ptx = has_mma && forced() != Some(Forced::Wmma);
         if half
@@ -148,7 +144,8 @@ fn forced() -> Option<Forced> {
     *FORCED.get_or_init(|| match std::env::var("LIGHTNING_KERNEL").as_deref() {
         Ok("scalar") => Some(Forced::Scalar),
         Ok("wmma") => Some(Forced::Wmma),
-        _ => None,
+        Ok(other) => panic!("LIGHTNING_KERNEL = {other:?}: expected \"scalar\" or \"wmma\""),
+        Err(_) => None,
     })
 }
 

@@ -156,6 +156,18 @@ pub enum Scale {
     Up,
 }
 
+/// Row `i`'s weight: `lambda^(e0 - i)` (`Down`) or `lambda^(e0 + i)` (`Up`), with
+/// `lambda = exp(-slope)`.
+#[cube]
+pub fn row_weight(slope: f32, e0: f32, i: usize, #[comptime] scale: Scale) -> f32 {
+    let fi = f32::cast_from(i as u32);
+    if comptime!(scale == Scale::Down) {
+        (-slope * (e0 - fi)).exp()
+    } else {
+        (-slope * (e0 + fi)).exp()
+    }
+}
+
 /// Rows `0 .. BLK` of `cols` columns from `src` (element `at`, rows `stride` apart) into
 /// `dst` (same layout, from 0), row `i < m` scaled by `scale`, one `vec`-wide store per
 /// vector (element by element, 32 lanes storing 2 bytes 16 bytes apart hit 8 banks 4 ways).
@@ -188,12 +200,7 @@ pub fn scale_rows<F: Float, N: Size>(
             let mut x = src[(at + i * stride + c) / vec];
             let mut w = 1.0f32;
             if i < m {
-                let fi = f32::cast_from(i as u32);
-                if comptime!(scale == Scale::Down) {
-                    w = (-slope * (e0 - fi)).exp();
-                } else {
-                    w = (-slope * (e0 + fi)).exp();
-                }
+                w = row_weight(slope, e0, i, scale);
             }
             #[unroll]
             for l in 0..vec {

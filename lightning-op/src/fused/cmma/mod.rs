@@ -29,7 +29,7 @@ mod load;
 mod mma;
 
 use super::kernel::{Mode, entering_state, time_index};
-use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, scale_rows};
+use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, row_weight, scale_rows};
 use mma::{Operand, Ptx, T, TensorCore, Wmma, product};
 
 /// Tokens per block.
@@ -71,6 +71,9 @@ const fn max(a: usize, b: usize) -> usize {
 const STAGE: usize = max(max(BLK * SS, BLK * OS), WARPS as usize * SCRATCH);
 /// Warps (planes of 32 units) per cube.
 pub const WARPS: u32 = 8;
+// `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
+// WARPS`) must sit in the same column of tiles.
+const _: () = assert!(WARPS as usize % (EV / T) == 0);
 const UNITS: usize = 32 * WARPS as usize;
 
 /// How far (`e^limit`) the output pass may let its state grow before decaying it in place:
@@ -462,7 +465,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     // Raw Q, K, V, twice: the block being computed and the next one arriving.
     let set = comptime!(raw_set(dcap, true));
     let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
-    // Q and K with their decays folded in, for the inter term and the state update.
+    // WMMA only: Q and K with their decays folded in, for the inter term and the update.
     let mut qd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
     let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
@@ -782,12 +785,11 @@ fn token_weights(
 ) {
     let i = UNIT_POS as usize;
     if i < BLK {
-        let fi = f32::cast_from(i as u32);
         let mut x = 0.0f32;
         if comptime!(scale == Scale::Up) {
-            x = (-slope * (e0 + fi)).exp();
+            x = row_weight(slope, e0, i, scale);
         } else if i < m {
-            x = (-slope * (e0 - fi)).exp();
+            x = row_weight(slope, e0, i, scale);
         }
         w[at + i] = x;
     }
