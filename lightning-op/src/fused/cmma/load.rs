@@ -11,7 +11,7 @@ use cubecl::prelude::barrier::{Barrier, copy_async_checked};
 use cubecl::prelude::*;
 
 use super::super::kernel::time_index;
-use super::{BLK, UNITS};
+use super::{BLK, UNITS, within};
 
 /// How raw rows reach shared memory and how the cube waits for them.
 #[cube]
@@ -137,7 +137,7 @@ pub fn load_rows<F: Float, N: Size, C: Copier>(
     #[unroll]
     for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
         let idx = unit + it * UNITS;
-        if idx < BLK * row_vecs {
+        if within(idx, BLK * row_vecs, UNITS) {
             let i = idx / row_vecs;
             let c = (idx % row_vecs) * vec;
             let valid = i < m && c0 + c < width;
@@ -194,7 +194,7 @@ pub fn scale_rows<F: Float, N: Size>(
     #[unroll]
     for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
         let idx = unit + it * UNITS;
-        if idx < BLK * row_vecs {
+        if within(idx, BLK * row_vecs, UNITS) {
             let i = idx / row_vecs;
             let c = (idx % row_vecs) * vec;
             let mut x = src[(at + i * stride + c) / vec];

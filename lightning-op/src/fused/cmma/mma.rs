@@ -27,6 +27,15 @@ pub struct Operand {
     pub layout: MatrixLayout,
 }
 
+/// This unit's lane in its warp. The sweep's cubes are `(32, WARPS)`, so it is `UNIT_POS_X`;
+/// `UNIT_POS_PLANE` compiles on CUDA to `% warpSize`, a division by a run-time value that
+/// the products would otherwise redo wherever registers run short (ncu of v14: ~15
+/// instructions each time).
+#[cube]
+pub fn lane() -> usize {
+    UNIT_POS_X as usize
+}
+
 /// One past the last element of a 16x16 tile at `at` with rows (or columns) `stride` apart.
 #[cube]
 pub fn tile_end(at: usize, stride: usize) -> usize {
@@ -63,6 +72,11 @@ pub trait TensorCore<F: Float> {
 
     /// Row `r` of `acc` times `w[at + r]`. Manual MMA only.
     fn scale_rows(acc: &mut Self::Acc, w: &SharedMemory<f32>, at: usize);
+
+    /// Element `(r, c)` of `acc` times `decay[off + r - c]`, zero where `c > off + r`: the
+    /// decay and causal mask of a score tile whose rows start `off` tokens after its
+    /// columns. Manual MMA only.
+    fn decay_mask(acc: &mut Self::Acc, decay: &SharedMemory<f32>, off: usize);
 
     /// The tile into shared fp32 rows `stride` apart from element `at`, row-major.
     fn store(dst: &mut SharedMemory<f32>, acc: &Self::Acc, at: usize, #[comptime] stride: usize);
@@ -163,6 +177,12 @@ impl<F: Float> TensorCore<F> for Wmma {
         ));
     }
 
+    fn decay_mask(_acc: &mut Matrix<f32>, _decay: &SharedMemory<f32>, _off: usize) {
+        comptime!(panic!(
+            "WMMA fragments hide their positions: mask the scores in shared memory"
+        ));
+    }
+
     fn store(dst: &mut SharedMemory<f32>, acc: &Matrix<f32>, at: usize, #[comptime] stride: usize) {
         cmma::store(
             &mut dst.slice_mut(at, tile_end(at, stride)),
@@ -205,7 +225,7 @@ impl<F: Float> TensorCore<F> for Wmma {
     ) {
         <Self as TensorCore<F>>::store(scratch_mem, acc, scratch, stride);
         sync_plane();
-        let lane = UNIT_POS_PLANE as usize;
+        let lane = lane();
         #[unroll]
         for e in 0..T * T / 32 {
             let idx = lane + e * 32;
@@ -264,7 +284,7 @@ fn ptx_operand<F: Float, V: CubePrimitive>(
     #[comptime] op: Operand,
 ) -> Array<Vector<F, Const<2>>> {
     let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
-    let start = (at + ldmatrix_offset(UNIT_POS_PLANE as usize, op)) / op.vec;
+    let start = (at + ldmatrix_offset(lane(), op)) / op.vec;
     let row = mem.slice(start, start + comptime!((8 / op.vec).max(1)));
     let transpose = comptime!((ident == MatrixIdent::A) != (op.layout == MatrixLayout::RowMajor));
     let regs = def.load_matrix::<V, Const<2>>(&row, ident, REGS, transpose);
@@ -308,7 +328,7 @@ fn ptx_store<O: Float>(
     at: usize,
     #[comptime] stride: usize,
 ) {
-    let lane = UNIT_POS_PLANE as usize;
+    let lane = lane();
     let mut d = dst
         .slice_mut(at, tile_end(at, stride))
         .into_vectorized()
@@ -318,6 +338,25 @@ fn ptx_store<O: Float>(
         d[acc_offset(lane, i, 0usize, stride) / 2] = Vector::cast_from(acc.lo[i]);
         d[acc_offset(lane, i, 1usize, stride) / 2] = Vector::cast_from(acc.hi[i]);
     }
+}
+
+/// Columns `c` and `c + 1` of row `r` (counted from the columns' first token) of a score
+/// tile, decayed by their distance and masked past the diagonal.
+#[cube]
+fn band(
+    x: Vector<f32, Const<2>>,
+    decay: &SharedMemory<f32>,
+    r: usize,
+    c: usize,
+) -> Vector<f32, Const<2>> {
+    let mut out = Vector::<f32, Const<2>>::new(0.0f32);
+    #[unroll]
+    for e in 0..2usize {
+        if c + e <= r {
+            out[e] = x[e] * decay[r - c - e];
+        }
+    }
+    out
 }
 
 #[cube]
@@ -362,7 +401,7 @@ impl<F: Float> TensorCore<F> for Ptx {
             .slice(at, at + T)
             .into_vectorized()
             .with_vector_size::<Const<2>>();
-        let k = UNIT_POS_PLANE as usize % 4;
+        let k = lane() % 4;
         #[unroll]
         for j in 0..ITEMS {
             // Rows `2 (l % 4) + 8 j` and the next, in both halves.
@@ -376,12 +415,23 @@ impl<F: Float> TensorCore<F> for Ptx {
     }
 
     fn scale_rows(acc: &mut PtxAcc, w: &SharedMemory<f32>, at: usize) {
-        let row = at + UNIT_POS_PLANE as usize / 4;
+        let row = at + lane() / 4;
         #[unroll]
         for i in 0..ITEMS {
             let wi = Vector::<f32, Const<2>>::new(w[row + 8 * i]);
             acc.lo[i] = acc.lo[i] * wi;
             acc.hi[i] = acc.hi[i] * wi;
+        }
+    }
+
+    fn decay_mask(acc: &mut PtxAcc, decay: &SharedMemory<f32>, off: usize) {
+        let lane = lane();
+        let c = 2 * (lane % 4);
+        #[unroll]
+        for i in 0..ITEMS {
+            let r = off + lane / 4 + 8 * i;
+            acc.lo[i] = band(acc.lo[i], decay, r, c);
+            acc.hi[i] = band(acc.hi[i], decay, r, c + 8);
         }
     }
 
@@ -394,7 +444,7 @@ impl<F: Float> TensorCore<F> for Ptx {
     }
 
     fn load(acc: &mut PtxAcc, src: &SharedMemory<f32>, at: usize, #[comptime] stride: usize) {
-        let lane = UNIT_POS_PLANE as usize;
+        let lane = lane();
         let s = src
             .slice(at, tile_end(at, stride))
             .into_vectorized()

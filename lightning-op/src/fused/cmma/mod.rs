@@ -5,8 +5,9 @@
 //!
 //! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice held in fp32
 //! accumulator fragments (each warp keeps its tiles in registers for the whole sweep):
-//! 1. `S = Q K^T` (lower-triangle tiles only) into shared fp32;
-//! 2. `P = S * M` in the storage type;
+//! 1. `S = Q K^T` (lower-triangle tiles only);
+//! 2. `P = S * M` in the storage type (manual MMA: on the tile's registers; WMMA: through
+//!    shared fp32);
 //! 3. `O = diag(lambda^(i+1)) Q KV + P V` (one accumulator per output tile, KV read from a
 //!    storage-type snapshot), then `KV <- lambda^m KV + K^T diag(lambda^(m-1-j)) V`, each
 //!    tile's accumulator also stored as the next block's snapshot;
@@ -75,6 +76,19 @@ pub const WARPS: u32 = 8;
 // WARPS`) must sit in the same column of tiles.
 const _: () = assert!(WARPS as usize % (EV / T) == 0);
 const UNITS: usize = 32 * WARPS as usize;
+
+/// Whether item `i` of `n`, dealt out `step` at a time (`i = first + s step` for the `n /
+/// step` rounded up values of `s`), exists. Where `step` divides `n` that is known at
+/// compile time: no branch, and around `mma.sync` no warp re-convergence either (ncu of
+/// v14: a branch, `WARPSYNC` and `BSSY`/`BSYNC` per state tile and per block).
+#[cube]
+pub(crate) fn within(i: usize, #[comptime] n: usize, #[comptime] step: usize) -> bool {
+    let mut inside = true;
+    if comptime!(n % step != 0) {
+        inside = i < n;
+    }
+    inside
+}
 
 /// How far (`e^limit`) the output pass may let its state grow before decaying it in place:
 /// the grown state and the K rows that feed it are rounded to the storage type. bf16 has
@@ -307,7 +321,7 @@ fn update<F: Float, N: Size, M: TensorCore<F>, K: CubePrimitive>(
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * WARPS as usize;
-            if tile < tiles {
+            if within(tile, tiles, WARPS as usize) {
                 let r = tile / (EV / T);
                 M::mma_rhs::<K>(
                     accs.index_mut(s),
@@ -414,7 +428,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     #[unroll]
     for s in 0..per_warp {
         let tile = warp + s * WARPS as usize;
-        if tile < tiles {
+        if within(tile, tiles, WARPS as usize) {
             let at = (tile / v_tiles) * T * OS + (tile % v_tiles) * T;
             M::store(&mut kv, accs.index(s), at, OS);
         }
@@ -485,7 +499,6 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let shift_inter = if reverse { 0u32 } else { 1u32 };
     let shift_update = if reverse { 1u32 } else { 0u32 };
     let row_tiles = BLK / T;
-    let d_tiles = dcap / T;
     let v_tiles = EV / T;
     // The state: warp `w` holds tiles `w, w + WARPS, ..` (`v_tiles` per row of tiles) in fp32
     // fragments for the whole sweep, so no block reads or writes it in shared memory.
@@ -502,7 +515,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
-            if tile < tiles {
+            if within(tile, tiles, WARPS as usize) {
                 let r0 = (tile / v_tiles) * T;
                 let col0 = (tile % v_tiles) * T;
                 #[unroll]
@@ -591,7 +604,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             let lm = (-slope * grown).exp();
             #[unroll]
             for s in 0..per_warp {
-                if warp + s * warps < tiles {
+                if within(warp + s * warps, tiles, WARPS as usize) {
                     M::scale(accs.index_mut(s), lm, &mut ss, scratch, XS);
                 }
             }
@@ -602,13 +615,16 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
 
         // 1. S = Q K^T on the tiles at or below the diagonal.
-        let mut tile = warp;
-        while tile < row_tiles * row_tiles {
+        let s_tiles = comptime!(BLK / T * BLK / T);
+        #[unroll]
+        for s in 0..comptime!(s_tiles.div_ceil(WARPS as usize)) {
+            let tile = warp + s * warps;
             let ti = tile / row_tiles;
             let tj = tile % row_tiles;
-            if tj <= ti {
+            if within(tile, s_tiles, WARPS as usize) && tj <= ti {
                 let mut acc = M::zero();
-                for kk in 0..d_tiles {
+                #[unroll]
+                for kk in 0..comptime!(dcap / T) {
                     product::<F, M, Vector<F, N>, Vector<F, N>>(
                         &mut acc,
                         &raw,
@@ -619,72 +635,89 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                         comptime!(cols(qks, vec)),
                     );
                 }
-                M::store(&mut ss, &acc, ti * T * SS + tj * T, SS);
+                if comptime!(ptx) {
+                    // 2. (manual MMA) P = S * M on the tile's registers, in the storage type.
+                    M::decay_mask(&mut acc, &decay, (ti - tj) * T);
+                    M::store_cast(&mut ps, &acc, ti * T * PS + tj * T, PS);
+                } else {
+                    M::store(&mut ss, &acc, ti * T * SS + tj * T, SS);
+                }
             }
-            tile += warps;
         }
         sync_cube();
 
-        // 2. P = S * M in the storage type.
-        let mut idx = unit;
-        while idx < BLK * BLK {
-            let i = idx / BLK;
-            let j = idx % BLK;
-            let mut p = 0.0f32;
-            if j <= i {
-                p = ss[i * SS + j] * decay[i - j];
+        // 2. (WMMA) P = S * M in the storage type, through shared fp32.
+        if comptime!(!ptx) {
+            #[unroll]
+            for it in 0..comptime!((BLK * BLK).div_ceil(UNITS)) {
+                let idx = unit + it * units;
+                if within(idx, BLK * BLK, UNITS) {
+                    let i = idx / BLK;
+                    let j = idx % BLK;
+                    let mut p = 0.0f32;
+                    if j <= i {
+                        p = ss[i * SS + j] * decay[i - j];
+                    }
+                    ps[i * PS + j] = F::cast_from(p);
+                }
             }
-            ps[i * PS + j] = F::cast_from(p);
-            idx += units;
+            sync_cube();
         }
-        sync_cube();
 
         // 3a. O = Q KV + P V.
-        let mut tile = warp;
-        while tile < row_tiles * v_tiles {
-            let ti = tile / v_tiles;
-            let tj = tile % v_tiles;
-            let mut acc = M::zero();
-            if comptime!(ptx) {
-                // `diag(lambda^(i + 1)) (Q KV)`: the decay goes onto the product's rows.
-                for kk in 0..d_tiles {
-                    product::<F, M, Vector<F, N>, F>(
-                        &mut acc,
-                        &raw,
-                        qa + ti * T * qks + kk * T,
-                        comptime!(rows(qks, vec)),
-                        &kvb,
-                        kk * T * VS + tj * T,
-                        comptime!(rows(VS, 1)),
-                    );
+        let o_tiles = comptime!(BLK / T * EV / T);
+        #[unroll]
+        for s in 0..comptime!(o_tiles.div_ceil(WARPS as usize)) {
+            let tile = warp + s * warps;
+            if within(tile, o_tiles, WARPS as usize) {
+                let ti = tile / v_tiles;
+                let tj = tile % v_tiles;
+                let mut acc = M::zero();
+                if comptime!(ptx) {
+                    // `diag(lambda^(i + 1)) (Q KV)`: the decay goes onto the product's rows.
+                    #[unroll]
+                    for kk in 0..comptime!(dcap / T) {
+                        product::<F, M, Vector<F, N>, F>(
+                            &mut acc,
+                            &raw,
+                            qa + ti * T * qks + kk * T,
+                            comptime!(rows(qks, vec)),
+                            &kvb,
+                            kk * T * VS + tj * T,
+                            comptime!(rows(VS, 1)),
+                        );
+                    }
+                    M::scale_rows(&mut acc, &w, wa + ti * T);
+                } else {
+                    #[unroll]
+                    for kk in 0..comptime!(dcap / T) {
+                        product::<F, M, F, F>(
+                            &mut acc,
+                            &qd,
+                            ti * T * qks + kk * T,
+                            comptime!(rows(qks, 1)),
+                            &kvb,
+                            kk * T * VS + tj * T,
+                            comptime!(rows(VS, 1)),
+                        );
+                    }
                 }
-                M::scale_rows(&mut acc, &w, wa + ti * T);
-            } else {
-                for kk in 0..d_tiles {
-                    product::<F, M, F, F>(
-                        &mut acc,
-                        &qd,
-                        ti * T * qks + kk * T,
-                        comptime!(rows(qks, 1)),
-                        &kvb,
-                        kk * T * VS + tj * T,
-                        comptime!(rows(VS, 1)),
-                    );
+                #[unroll]
+                for kk in 0..comptime!(BLK / T) {
+                    if kk <= ti {
+                        product::<F, M, F, Vector<F, N>>(
+                            &mut acc,
+                            &ps,
+                            ti * T * PS + kk * T,
+                            comptime!(rows(PS, 1)),
+                            &raw,
+                            va + kk * T * VS + tj * T,
+                            comptime!(rows(VS, vec)),
+                        );
+                    }
                 }
+                M::store(&mut ss, &acc, ti * T * OS + tj * T, OS);
             }
-            for kk in 0..ti + 1 {
-                product::<F, M, F, Vector<F, N>>(
-                    &mut acc,
-                    &ps,
-                    ti * T * PS + kk * T,
-                    comptime!(rows(PS, 1)),
-                    &raw,
-                    va + kk * T * VS + tj * T,
-                    comptime!(rows(VS, vec)),
-                );
-            }
-            M::store(&mut ss, &acc, ti * T * OS + tj * T, OS);
-            tile += warps;
         }
         sync_cube();
 
@@ -709,7 +742,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
-            if tile < tiles {
+            if within(tile, tiles, WARPS as usize) {
                 let r = tile / v_tiles;
                 let c = tile % v_tiles;
                 M::store_cast(&mut kvb, accs.index(s), r * T * VS + c * T, VS);
@@ -717,11 +750,12 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
 
         // 4. The output tile (staged in 3a), coalesced, `vec` elements per store.
-        let mut idx = unit;
-        while idx < BLK * EV / vec {
+        #[unroll]
+        for it in 0..comptime!((BLK * EV / vec).div_ceil(UNITS)) {
+            let idx = unit + it * units;
             let i = idx / (EV / vec);
             let c = (idx % (EV / vec)) * vec;
-            if i < m && c0 + c < dv {
+            if within(idx, BLK * EV / vec, UNITS) && i < m && c0 + c < dv {
                 let mut o = Vector::<F, N>::new(F::new(0.0));
                 #[unroll]
                 for l in 0..vec {
@@ -729,7 +763,6 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 }
                 out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = o;
             }
-            idx += units;
         }
         if fold {
             tau += m as u32;
@@ -749,7 +782,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
-            if tile < tiles {
+            if within(tile, tiles, WARPS as usize) {
                 M::store(&mut ss, accs.index(s), scratch, XS);
                 sync_plane();
                 let r0 = (tile / v_tiles) * T;
