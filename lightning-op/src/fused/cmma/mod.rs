@@ -56,7 +56,7 @@ const fn raw_set(dcap: usize, with_q: bool) -> usize {
 }
 const VS: usize = EV + PAD;
 const PS: usize = BLK + PAD;
-/// fp32 row strides: scores (`BLK` wide), output staging and the state (`EV`).
+/// fp32 row strides: scores (`BLK` wide) and the local pass's state (`EV`).
 const SS: usize = BLK + PAD_F32;
 const OS: usize = EV + PAD_F32;
 /// Warps' scratch tiles: fp32 16x16, rows `XS` apart. The state's fragments pass through
@@ -67,9 +67,9 @@ const SCRATCH: usize = T * XS;
 const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
-/// Floats of the staging buffer: the scores, then the output tile on its way out, and
-/// between blocks every warp's scratch tile.
-const STAGE: usize = max(max(BLK * SS, BLK * OS), WARPS as usize * SCRATCH);
+/// Floats of the staging buffer: the scores (WMMA), and between blocks every warp's
+/// scratch tile.
+const STAGE: usize = max(BLK * SS, WARPS as usize * SCRATCH);
 /// Warps (planes of 32 units) per cube.
 pub const WARPS: u32 = 8;
 // `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
@@ -119,7 +119,7 @@ const fn weights_len(ptx: bool, tables: usize) -> usize {
 /// double buffer, decayed copies or weight tables, and 16 bytes for the copy barrier).
 pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool) -> usize {
     let qk = decayed_len(dcap, ptx);
-    let outputs = (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS) * elem
+    let outputs = (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS + BLK * VS) * elem
         + (STAGE + BLK + weights_len(ptx, 2)) * 4;
     let local = (2 * raw_set(dcap, false) + qk) * elem + (dcap * OS + weights_len(ptx, 1)) * 4;
     outputs.max(local) + 16
@@ -486,6 +486,9 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
     // Scores, then the output tile on its way out; the warps' scratch tiles between blocks.
     let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
+    // The output block on its way out, already in the storage type: the copy out reads one
+    // vector per store and converts nothing.
+    let mut ob = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
     let mut decay = SharedMemory::<f32>::new(BLK);
     let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 2)), ALIGN);
 
@@ -716,7 +719,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                         );
                     }
                 }
-                M::store(&mut ss, &acc, ti * T * OS + tj * T, OS);
+                M::store_cast(&mut ob, &acc, ti * T * VS + tj * T, VS);
             }
         }
         sync_cube();
@@ -750,18 +753,18 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
 
         // 4. The output tile (staged in 3a), coalesced, `vec` elements per store.
+        let staged = ob
+            .slice(0, BLK * VS)
+            .into_vectorized()
+            .with_vector_size::<N>();
         #[unroll]
         for it in 0..comptime!((BLK * EV / vec).div_ceil(UNITS)) {
             let idx = unit + it * units;
             let i = idx / (EV / vec);
             let c = (idx % (EV / vec)) * vec;
             if within(idx, BLK * EV / vec, UNITS) && i < m && c0 + c < dv {
-                let mut o = Vector::<F, N>::new(F::new(0.0));
-                #[unroll]
-                for l in 0..vec {
-                    o[l] = F::cast_from(ss[i * OS + c + l]);
-                }
-                out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = o;
+                out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] =
+                    staged[(i * VS + c) / vec];
             }
         }
         if fold {
