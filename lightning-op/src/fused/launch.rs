@@ -122,6 +122,18 @@ impl Kernel {
         }
     }
 
+    /// Local-state segments per output segment. The tensor-core kernel's local pass (64
+    /// registers, ~37 KB of shared memory per cube) fits four cubes per SM, twice its output
+    /// pass, and waits on its copies (one block in flight per cube; H200, (1,16,64K): 0.25
+    /// ms for K and V, twice their DRAM time): it runs twice the cubes, each over half a
+    /// segment, and the scan chains the halves.
+    fn local_split(self) -> usize {
+        match self {
+            Kernel::Scalar(_) => 1,
+            Kernel::Cmma { .. } => 2,
+        }
+    }
+
     fn cube_dim(self, max_units: u32) -> CubeDim {
         match self {
             Kernel::Scalar(_) => CubeDim::new_1d(UNITS.min(max_units)),
@@ -232,12 +244,21 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     // `cp.async` copies 4, 8 or 16 bytes: two or more 2-byte elements.
     let prefetch = client.properties().features.copy_async && vec >= 2;
     let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
-    let seg_len = n.div_ceil(segments).next_multiple_of(blk);
+    let split = if segments > 1 {
+        kernel.local_split()
+    } else {
+        1
+    };
+    // Output segments are `split` local ones, so each starts where a local one does.
+    let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
+    let seg_len = local_len * split;
     let segments = n.div_ceil(seg_len);
     let reverse = direction == Direction::Backward;
     let state = state.map(with_segment_dim);
     let out = empty(&q, vec![b, h, n, dv], q.dtype);
     let launch = |mode: Mode,
+                  seg_len: usize,
+                  segments: usize,
                   state_in: Option<&CubeTensor<R>>,
                   state_out: &CubeTensor<R>,
                   write_state: bool| {
@@ -303,7 +324,14 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         } else {
             slopes.clone()
         };
-        launch(Mode::Output, state.as_ref(), &state_out, write_state);
+        launch(
+            Mode::Output,
+            seg_len,
+            1,
+            state.as_ref(),
+            &state_out,
+            write_state,
+        );
         let final_state = write_state.then(|| {
             let mut s = state_out;
             s.meta = Box::new(Metadata::new(
@@ -315,8 +343,9 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         return (out, final_state);
     }
 
-    let local = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
-    launch(Mode::State, None, &local, false);
+    let locals = n.div_ceil(local_len);
+    let local = empty(&q, vec![locals, b, h, dqk, dv], DType::F32);
+    launch(Mode::State, local_len, locals, None, &local, false);
     let entering = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
     let last = empty(&q, vec![b, h, dqk, dv], DType::F32);
     let elements = b * h * dqk * dv;
@@ -332,12 +361,20 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
             slopes.clone().into_tensor_arg(),
             entering.clone().into_tensor_arg(),
             last.clone().into_tensor_arg(),
-            seg_len,
+            local_len,
+            split,
             n,
             state.is_some(),
         );
     }
-    launch(Mode::Output, Some(&entering), &slopes, false);
+    launch(
+        Mode::Output,
+        seg_len,
+        segments,
+        Some(&entering),
+        &slopes,
+        false,
+    );
     (out, write_state.then_some(last))
 }
 

@@ -56,9 +56,8 @@ const fn raw_set(dcap: usize, with_q: bool) -> usize {
 }
 const VS: usize = EV + PAD;
 const PS: usize = BLK + PAD;
-/// fp32 row strides: scores (`BLK` wide) and the local pass's state (`EV`).
+/// fp32 row stride of the scores (`BLK` wide).
 const SS: usize = BLK + PAD_F32;
-const OS: usize = EV + PAD_F32;
 /// Warps' scratch tiles: fp32 16x16, rows `XS` apart. The state's fragments pass through
 /// them when they are loaded, decayed in place or written out (a fragment's elements are
 /// only reachable through shared memory).
@@ -121,7 +120,8 @@ pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool) -> usize {
     let qk = decayed_len(dcap, ptx);
     let outputs = (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS + BLK * VS) * elem
         + (STAGE + BLK + weights_len(ptx, 2)) * 4;
-    let local = (2 * raw_set(dcap, false) + qk) * elem + (dcap * OS + weights_len(ptx, 1)) * 4;
+    let local = (2 * raw_set(dcap, false) + qk) * elem
+        + (WARPS as usize * SCRATCH + weights_len(ptx, 1)) * 4;
     outputs.max(local) + 16
 }
 
@@ -143,29 +143,46 @@ const fn cols(stride: usize, vec: usize) -> Operand {
     }
 }
 
-/// The `[dqk, EV]` slice of the state, staged in shared fp32 rows `OS` apart, to its place
-/// in `state_out` `[S, B, H, dqk, dv]`, times `scale`.
+/// The warp's state tiles, times `scale`, to their place in `state_out` `[S, B, H, dqk, dv]`
+/// (segment `CUBE_POS_Z`), each through the warp's fp32 scratch tile at `scratch`: a
+/// fragment's elements are only reachable through shared memory, and a tile at a time keeps
+/// that to `SCRATCH` floats per warp instead of a staged `[dcap, EV]` slice.
 #[cube]
-fn store_state(
-    kv: &SharedMemory<f32>,
+fn store_state<F: Float, M: TensorCore<F>>(
+    accs: &Sequence<M::Acc>,
+    ss: &mut SharedMemory<f32>,
+    scratch: usize,
     state_out: &mut Tensor<f32>,
     scale: f32,
     #[comptime] dcap: usize,
 ) {
-    let unit = UNIT_POS as usize;
-    let bh = CUBE_POS_Y as usize;
+    let warp = UNIT_POS_Y as usize;
+    let lane = UNIT_POS_X as usize;
+    let (dqk, dv) = (state_out.shape(3), state_out.shape(4));
     let c0 = CUBE_POS_X as usize * EV;
-    let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + bh) * state_out.shape(3);
-    let dqk = state_out.shape(3);
-    let dv = state_out.shape(4);
-    let mut idx = unit;
-    while idx < dcap * EV {
-        let row = idx / EV;
-        let col = idx % EV;
-        if row < dqk && c0 + col < dv {
-            state_out[(base + row) * dv + c0 + col] = kv[row * OS + col] * scale;
+    let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize) * dqk;
+    let v_tiles = comptime!(EV / T);
+    let tiles = comptime!(dcap / T * EV / T);
+    #[unroll]
+    for s in 0..comptime!(tiles.div_ceil(WARPS as usize)) {
+        let tile = warp + s * WARPS as usize;
+        if within(tile, tiles, WARPS as usize) {
+            M::store(ss, accs.index(s), scratch, XS);
+            sync_plane();
+            let r0 = (tile / v_tiles) * T;
+            let col0 = (tile % v_tiles) * T;
+            #[unroll]
+            for e in 0..T * T / 32 {
+                let idx = lane + e * 32;
+                let row = r0 + idx / T;
+                let col = col0 + idx % T;
+                if row < dqk && c0 + col < dv {
+                    state_out[(base + row) * dv + c0 + col] =
+                        ss[scratch + (idx / T) * XS + idx % T] * scale;
+                }
+            }
+            sync_plane();
         }
-        idx += UNITS;
     }
 }
 
@@ -335,6 +352,29 @@ fn update<F: Float, N: Size, M: TensorCore<F>, K: CubePrimitive>(
     }
 }
 
+/// [`update`] with the K operand each product reads: manual MMA weights V on its registers
+/// and reads K's raw rows (`raw` from `ka`); WMMA reads the decayed copy `kd`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn update_block<F: Float, N: Size, M: TensorCore<F>>(
+    accs: &mut Sequence<M::Acc>,
+    raw: &SharedMemory<Vector<F, N>>,
+    ka: usize,
+    kd: &SharedMemory<F>,
+    va: usize,
+    w: &SharedMemory<f32>,
+    wa: usize,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] ptx: bool,
+) {
+    if comptime!(ptx) {
+        update::<F, N, M, Vector<F, N>>(accs, raw, ka, raw, va, w, wa, dcap, vec, ptx);
+    } else {
+        update::<F, N, M, F>(accs, kd, 0, raw, va, w, wa, dcap, vec, ptx);
+    }
+}
+
 /// `Mode::State`: the segment's own state from zero, `sum_p lambda^(L-1-p) k_p^T v_p` over
 /// its `L` tokens (`lambda^(L-p)` when `reverse`). Every term's decay is known when its
 /// block arrives, so it goes onto the operands (as in the output pass) and the
@@ -366,11 +406,10 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let set = comptime!(raw_set(dcap, false));
     let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
     let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
-    let mut kv = SharedMemory::<f32>::new_aligned(dcap * OS, ALIGN);
+    let mut ss = SharedMemory::<f32>::new_aligned(comptime!(WARPS as usize * SCRATCH), ALIGN);
     let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 1)), ALIGN);
     let gate = C::create();
 
-    let v_tiles = comptime!(EV / T);
     let tiles = comptime!(dcap / T * EV / T);
     let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
     let mut accs = Sequence::<M::Acc>::new();
@@ -403,38 +442,16 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             C::commit(&gate);
         }
         let at = half * set;
-        if comptime!(ptx) {
-            update::<F, N, M, Vector<F, N>>(
-                &mut accs,
-                &raw,
-                at,
-                &raw,
-                at + va,
-                &w,
-                wa,
-                dcap,
-                vec,
-                ptx,
-            );
-        } else {
+        if comptime!(!ptx) {
             scale_rows::<F, N>(&raw, at, &mut kd, m, slope, e0, dcap, qks, vec, Scale::Down);
             sync_cube();
-            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, at + va, &w, wa, dcap, vec, ptx);
         }
+        update_block::<F, N, M>(&mut accs, &raw, at, &kd, at + va, &w, wa, dcap, vec, ptx);
         half = 1usize - half;
         t0 = next;
     }
 
-    #[unroll]
-    for s in 0..per_warp {
-        let tile = warp + s * WARPS as usize;
-        if within(tile, tiles, WARPS as usize) {
-            let at = (tile / v_tiles) * T * OS + (tile % v_tiles) * T;
-            M::store(&mut kv, accs.index(s), at, OS);
-        }
-    }
-    sync_cube();
-    store_state(&kv, state_out, 1.0, dcap);
+    store_state::<F, M>(&accs, &mut ss, warp * SCRATCH, state_out, 1.0, dcap);
 }
 
 /// `Mode::Output`: steps 1-4 of the module docs for every block of the segment, from the
@@ -726,22 +743,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
         // 3b. KV += K^T V on the warp's own tiles, and the storage-type snapshot of each for
         // the next block's inter term, straight from the fragment.
-        if comptime!(ptx) {
-            update::<F, N, M, Vector<F, N>>(
-                &mut accs,
-                &raw,
-                ka,
-                &raw,
-                va,
-                &w,
-                wa + BLK,
-                dcap,
-                vec,
-                ptx,
-            );
-        } else {
-            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, va, &w, 0, dcap, vec, ptx);
-        }
+        update_block::<F, N, M>(&mut accs, &raw, ka, &kd, va, &w, wa + BLK, dcap, vec, ptx);
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
@@ -778,31 +780,9 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     sync_cube();
 
     if write_state {
-        // `KV = lambda^tau U`, tile by tile through the warp's scratch, to its place in
-        // `state_out` `[S, B, H, dqk, dv]`.
+        // `KV = lambda^tau U`.
         let scale = (-slope * f32::cast_from(tau)).exp();
-        let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + bh) * dqk;
-        #[unroll]
-        for s in 0..per_warp {
-            let tile = warp + s * warps;
-            if within(tile, tiles, WARPS as usize) {
-                M::store(&mut ss, accs.index(s), scratch, XS);
-                sync_plane();
-                let r0 = (tile / v_tiles) * T;
-                let col0 = (tile % v_tiles) * T;
-                #[unroll]
-                for e in 0..T * T / 32 {
-                    let idx = lane + e * 32;
-                    let row = r0 + idx / T;
-                    let col = col0 + idx % T;
-                    if row < dqk && c0 + col < dv {
-                        state_out[(base + row) * dv + c0 + col] =
-                            ss[scratch + (idx / T) * XS + idx % T] * scale;
-                    }
-                }
-                sync_plane();
-            }
-        }
+        store_state::<F, M>(&accs, &mut ss, scratch, state_out, scale, dcap);
     }
 }
 
