@@ -122,18 +122,6 @@ impl Kernel {
         }
     }
 
-    /// Local-state segments per output segment. The tensor-core kernel's local pass (64
-    /// registers, ~37 KB of shared memory per cube) fits four cubes per SM, twice its output
-    /// pass, and waits on its copies (one block in flight per cube; H200, (1,16,64K): 0.25
-    /// ms for K and V, twice their DRAM time): it runs twice the cubes, each over half a
-    /// segment, and the scan chains the halves.
-    fn local_split(self) -> usize {
-        match self {
-            Kernel::Scalar(_) => 1,
-            Kernel::Cmma { .. } => 2,
-        }
-    }
-
     fn cube_dim(self, max_units: u32) -> CubeDim {
         match self {
             Kernel::Scalar(_) => CubeDim::new_1d(UNITS.min(max_units)),
@@ -160,6 +148,15 @@ fn forced() -> Option<Forced> {
         Err(_) => None,
     })
 }
+
+/// Local-state segments per output segment. The tensor-core kernel's local pass (64
+/// registers, ~37 KB of shared memory per cube) fits four cubes per SM, twice its output
+/// pass: it runs twice the cubes, each over half a segment, and the scan chains the halves
+/// (H200, (1,16,64K): 0.248 -> 0.223 ms). Where the local pass fits no more cubes than the
+/// output pass, a second wave of half-length cubes costs what one wave of full-length ones
+/// did, so the only loss is the scan's extra states; every kernel splits, which also keeps
+/// the split chain under test wherever segments run.
+const LOCAL_SPLIT: usize = 2;
 
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
 /// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
@@ -244,11 +241,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     // `cp.async` copies 4, 8 or 16 bytes: two or more 2-byte elements.
     let prefetch = client.properties().features.copy_async && vec >= 2;
     let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
-    let split = if segments > 1 {
-        kernel.local_split()
-    } else {
-        1
-    };
+    let split = if segments > 1 { LOCAL_SPLIT } else { 1 };
     // Output segments are `split` local ones, so each starts where a local one does.
     let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
     let seg_len = local_len * split;
