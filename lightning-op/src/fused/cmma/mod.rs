@@ -161,6 +161,7 @@ fn store_state<F: Float, M: TensorCore<F>>(
     let (dqk, dv) = (state_out.shape(3), state_out.shape(4));
     let c0 = CUBE_POS_X as usize * EV;
     let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize) * dqk;
+    let v_tiles = comptime!(EV / T);
     let tiles = comptime!(dcap / T * EV / T);
     #[unroll]
     for s in 0..comptime!(tiles.div_ceil(WARPS as usize)) {
@@ -168,37 +169,21 @@ fn store_state<F: Float, M: TensorCore<F>>(
         if within(tile, tiles, WARPS as usize) {
             M::store(ss, accs.index(s), scratch, XS);
             sync_plane();
+            let r0 = (tile / v_tiles) * T;
+            let col0 = (tile % v_tiles) * T;
             #[unroll]
             for e in 0..T * T / 32 {
                 let idx = lane + e * 32;
-                let row = tile_row(tile, idx);
-                let col = tile_col(tile, idx);
+                let row = r0 + idx / T;
+                let col = col0 + idx % T;
                 if row < dqk && c0 + col < dv {
-                    state_out[(base + row) * dv + c0 + col] = ss[scratch + at_scratch(idx)] * scale;
+                    state_out[(base + row) * dv + c0 + col] =
+                        ss[scratch + (idx / T) * XS + idx % T] * scale;
                 }
             }
             sync_plane();
         }
     }
-}
-
-/// Row of element `idx` (`lane + 32 e`) of state tile `tile` in the cube's `[dcap, EV]`
-/// state slice: tiles are numbered row-major, `EV / T` to a row of tiles.
-#[cube]
-fn tile_row(tile: usize, idx: usize) -> usize {
-    (tile / (EV / T)) * T + idx / T
-}
-
-/// Column of element `idx` of state tile `tile`; see [`tile_row`].
-#[cube]
-fn tile_col(tile: usize, idx: usize) -> usize {
-    (tile % (EV / T)) * T + idx % T
-}
-
-/// Element `idx` of a tile in a warp's scratch (rows `XS` apart).
-#[cube]
-fn at_scratch(idx: usize) -> usize {
-    (idx / T) * XS + idx % T
 }
 
 /// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
@@ -320,16 +305,16 @@ fn sweep<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 /// One block of `KV += K^T diag(w) V` on the warp's state tiles (`accs[s]` is tile
 /// `warp + s WARPS`, `EV / T` tiles per row of tiles). `WARPS` is a multiple of `EV / T`,
 /// so a warp's tiles share their columns of V: each V operand is loaded once for all of
-/// them. V `[BLK, EV]` is in `raw` from element `va`. With `ptx`, the products read K's raw
-/// rows (`raw` from `ka`) and the token weights `w[wa ..]` go onto V's registers; WMMA
-/// fragments are opaque, so its products read the decayed copy `kd` (K already weighted).
+/// them. With `ptx`, `k` holds the raw block from element `ka` and the token weights
+/// `w[wa ..]` go onto V's registers; otherwise `k` holds K already weighted (the decayed
+/// copy) and `w` is unused. V `[BLK, EV]` is in `raw` from element `va`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn update<F: Float, N: Size, M: TensorCore<F>>(
+fn update<F: Float, N: Size, M: TensorCore<F>, K: CubePrimitive>(
     accs: &mut Sequence<M::Acc>,
-    raw: &SharedMemory<Vector<F, N>>,
+    k: &SharedMemory<K>,
     ka: usize,
-    kd: &SharedMemory<F>,
+    raw: &SharedMemory<Vector<F, N>>,
     va: usize,
     w: &SharedMemory<f32>,
     wa: usize,
@@ -341,6 +326,7 @@ fn update<F: Float, N: Size, M: TensorCore<F>>(
     let qks = comptime!(qk_stride(dcap));
     let tiles = comptime!(dcap / T * EV / T);
     let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
+    let k_vec = comptime!(if ptx { vec } else { 1 });
     let c = warp % (EV / T);
     #[unroll]
     for kk in 0..BLK / T {
@@ -353,18 +339,14 @@ fn update<F: Float, N: Size, M: TensorCore<F>>(
         for s in 0..per_warp {
             let tile = warp + s * WARPS as usize;
             if within(tile, tiles, WARPS as usize) {
-                let at = kk * T * qks + (tile / (EV / T)) * T;
-                if comptime!(ptx) {
-                    M::mma_rhs::<Vector<F, N>>(
-                        accs.index_mut(s),
-                        raw,
-                        ka + at,
-                        comptime!(cols(qks, vec)),
-                        &b,
-                    );
-                } else {
-                    M::mma_rhs::<F>(accs.index_mut(s), kd, at, comptime!(cols(qks, 1)), &b);
-                }
+                let r = tile / (EV / T);
+                M::mma_rhs::<K>(
+                    accs.index_mut(s),
+                    k,
+                    ka + kk * T * qks + r * T,
+                    comptime!(cols(qks, k_vec)),
+                    &b,
+                );
             }
         }
     }
@@ -437,11 +419,24 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             C::commit(&gate);
         }
         let at = half * set;
-        if comptime!(!ptx) {
+        if comptime!(ptx) {
+            update::<F, N, M, Vector<F, N>>(
+                &mut accs,
+                &raw,
+                at,
+                &raw,
+                at + va,
+                &w,
+                wa,
+                dcap,
+                vec,
+                ptx,
+            );
+        } else {
             scale_rows::<F, N>(&raw, at, &mut kd, m, slope, e0, dcap, qks, vec, Scale::Down);
             sync_cube();
+            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, at + va, &w, wa, dcap, vec, ptx);
         }
-        update::<F, N, M>(&mut accs, &raw, at, &kd, at + va, &w, wa, dcap, vec, ptx);
         half = 1usize - half;
         t0 = next;
     }
@@ -531,16 +526,18 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if within(tile, tiles, WARPS as usize) {
+                let r0 = (tile / v_tiles) * T;
+                let col0 = (tile % v_tiles) * T;
                 #[unroll]
                 for e in 0..T * T / 32 {
                     let idx = lane + e * 32;
-                    let row = tile_row(tile, idx);
-                    let col = tile_col(tile, idx);
+                    let row = r0 + idx / T;
+                    let col = col0 + idx % T;
                     let mut init = 0.0f32;
                     if row < dqk && c0 + col < dv {
                         init = entering_state(state_in, segment, batch, head, row, c0 + col);
                     }
-                    ss[scratch + at_scratch(idx)] = init;
+                    ss[scratch + (idx / T) * XS + idx % T] = init;
                     kvb[row * VS + col] = F::cast_from(init);
                 }
                 sync_plane();
@@ -736,7 +733,22 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
         // 3b. KV += K^T V on the warp's own tiles, and the storage-type snapshot of each for
         // the next block's inter term, straight from the fragment.
-        update::<F, N, M>(&mut accs, &raw, ka, &kd, va, &w, wa + BLK, dcap, vec, ptx);
+        if comptime!(ptx) {
+            update::<F, N, M, Vector<F, N>>(
+                &mut accs,
+                &raw,
+                ka,
+                &raw,
+                va,
+                &w,
+                wa + BLK,
+                dcap,
+                vec,
+                ptx,
+            );
+        } else {
+            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, va, &w, 0, dcap, vec, ptx);
+        }
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
