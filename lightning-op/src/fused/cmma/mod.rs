@@ -491,7 +491,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
     let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
-    // Scores, then the output tile on its way out; the warps' scratch tiles between blocks.
+    // Scores (WMMA), and the warps' scratch tiles between blocks (the output goes through `ob`).
     let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
     // The output block on its way out, already in the storage type: the copy out reads one
     // vector per store and converts nothing.
