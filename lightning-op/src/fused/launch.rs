@@ -17,7 +17,7 @@ use cubecl::calculate_cube_count_elemwise;
 use cubecl::ir::features::MmaConfig;
 use cubecl::prelude::*;
 
-use super::cmma::{self, sweep_cmma_kernel};
+use super::cmma::{self, Geometry, sweep_cmma_kernel};
 use super::kernel::{Mode, Tiles, scan_kernel, state_grad_kernel, sweep_kernel};
 use crate::reference::Direction;
 
@@ -68,8 +68,13 @@ enum Kernel {
     /// Shared memory and fp32 FMAs: every runtime and dtype.
     Scalar(Tiles),
     /// Tensor cores, qk dim padded to `dcap`: f16/bf16 on devices with 16x16x16 cmma;
-    /// `ptx` where the device also has manual MMA (`mma.sync` m16n8k16 and `ldmatrix`).
-    Cmma { dcap: usize, ptx: bool },
+    /// `ptx` where the device also has manual MMA (`mma.sync` m16n8k16 and `ldmatrix`);
+    /// the widest geometry that fits the device's shared memory.
+    Cmma {
+        dcap: usize,
+        ptx: bool,
+        geometry: Geometry,
+    },
 }
 
 impl Kernel {
@@ -96,15 +101,23 @@ impl Kernel {
         let has_mma = props.features.matmul.mma.contains(&shape(8))
             && props.features.matmul.ldmatrix.contains(&storage);
         let half = matches!(dtype, DType::F16 | DType::BF16);
-        let ptx = has_mma && forced() != Some(Forced::Wmma);
-        if half
-            && has_cmma
-            && cmma::shared_bytes(dcap, dtype.size(), ptx) <= max_shared
-            && forced() != Some(Forced::Scalar)
-        {
-            Kernel::Cmma { dcap, ptx }
-        } else {
-            Kernel::Scalar(choose_tiles(dqk, dv, max_shared))
+        let ptx = has_mma && forced().is_none();
+        let geometries: &[Geometry] = match forced() {
+            Some(Forced::Compact) => &[Geometry::COMPACT],
+            _ => &[Geometry::WIDE, Geometry::COMPACT],
+        };
+        let geometry = geometries
+            .iter()
+            .find(|&&g| cmma::shared_bytes(dcap, dtype.size(), ptx, g) <= max_shared);
+        match geometry {
+            Some(&geometry) if half && has_cmma && forced() != Some(Forced::Scalar) => {
+                Kernel::Cmma {
+                    dcap,
+                    ptx,
+                    geometry,
+                }
+            }
+            _ => Kernel::Scalar(choose_tiles(dqk, dv, max_shared)),
         }
     }
 
@@ -118,25 +131,27 @@ impl Kernel {
     fn value_slice(self) -> usize {
         match self {
             Kernel::Scalar(tiles) => tiles.ev,
-            Kernel::Cmma { .. } => cmma::EV,
+            Kernel::Cmma { geometry, .. } => geometry.ev,
         }
     }
 
     fn cube_dim(self, max_units: u32) -> CubeDim {
         match self {
             Kernel::Scalar(_) => CubeDim::new_1d(UNITS.min(max_units)),
-            Kernel::Cmma { .. } => CubeDim::new_2d(32, cmma::WARPS),
+            Kernel::Cmma { geometry, .. } => CubeDim::new_2d(32, geometry.warps as u32),
         }
     }
 }
 
 /// A kernel asked for by `LIGHTNING_KERNEL`, for comparing kernels in benchmarks and
 /// checks, not for users: `scalar` keeps f16/bf16 on the scalar kernel, `wmma` keeps the
-/// tensor-core kernel on WMMA where manual MMA is available.
+/// tensor-core kernel on WMMA where manual MMA is available, `compact` runs WMMA in the
+/// compact geometry (the one Vulkan's 48 KB allow) on any device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Forced {
     Scalar,
     Wmma,
+    Compact,
 }
 
 fn forced() -> Option<Forced> {
@@ -144,7 +159,10 @@ fn forced() -> Option<Forced> {
     *FORCED.get_or_init(|| match std::env::var("LIGHTNING_KERNEL").as_deref() {
         Ok("scalar") => Some(Forced::Scalar),
         Ok("wmma") => Some(Forced::Wmma),
-        Ok(other) => panic!("LIGHTNING_KERNEL = {other:?}: expected \"scalar\" or \"wmma\""),
+        Ok("compact") => Some(Forced::Compact),
+        Ok(other) => {
+            panic!("LIGHTNING_KERNEL = {other:?}: expected \"scalar\", \"wmma\" or \"compact\"")
+        }
         Err(_) => None,
     })
 }
@@ -233,10 +251,12 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         props.max_cube_count.1
     );
     let blk = kernel.block();
-    // Widest access that divides both head dims (the tensors are contiguous).
+    // Widest access that divides both head dims (the tensors are contiguous) and that the
+    // target has: SPIR-V and WGSL vectors stop at 4 (Vulkan ran 8-wide f16 vectors into
+    // infinities, then a crash).
     let vec = [8, 4, 2, 1]
         .into_iter()
-        .find(|w| dqk % w == 0 && dv % w == 0)
+        .find(|&w| w <= props.max_vector_size && dqk % w == 0 && dv % w == 0)
         .unwrap_or(1);
     // `cp.async` copies 4, 8 or 16 bytes: two or more 2-byte elements.
     let prefetch = client.properties().features.copy_async && vec >= 2;
@@ -283,7 +303,11 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
                     reverse,
                     dtype,
                 ),
-                Kernel::Cmma { dcap, ptx } => sweep_cmma_kernel::launch_unchecked::<R>(
+                Kernel::Cmma {
+                    dcap,
+                    ptx,
+                    geometry,
+                } => sweep_cmma_kernel::launch_unchecked::<R>(
                     &client,
                     count,
                     cube_dim,
@@ -305,6 +329,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
                     reverse,
                     prefetch,
                     ptx,
+                    geometry,
                     dtype,
                 ),
             }

@@ -5,13 +5,14 @@
 //! `cp.async` where the device has it (CUDA, sm_80+), the copy runs in the background and
 //! the next block's first barrier waits for it; elsewhere ([`Synchronous`]) the same copy
 //! goes through registers at the same point, so both paths share the buffers and the order.
-//! The decayed copies of Q and K are then made from the raw rows in shared memory.
+//! Where shared memory holds one buffer only ([`super::Geometry::double`]), block `i + 1` is
+//! copied once block `i` is done. WMMA's sweep then decays Q and K in place ([`scale_rows`]).
 
 use cubecl::prelude::barrier::{Barrier, copy_async_checked};
 use cubecl::prelude::*;
 
 use super::super::kernel::time_index;
-use super::{BLK, UNITS, within};
+use super::{BLK, within};
 
 /// How raw rows reach shared memory and how the cube waits for them.
 #[cube]
@@ -130,14 +131,15 @@ pub fn load_rows<F: Float, N: Size, C: Copier>(
     #[comptime] stride: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
+    #[comptime] units: usize,
 ) {
     let unit = UNIT_POS as usize;
     let n = src.shape(2);
     let row_vecs = comptime!(cols / vec);
     #[unroll]
-    for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
-        let idx = unit + it * UNITS;
-        if within(idx, BLK * row_vecs, UNITS) {
+    for it in 0..comptime!((BLK * cols / vec).div_ceil(units)) {
+        let idx = unit + it * units;
+        if within(idx, BLK * row_vecs, units) {
             let i = idx / row_vecs;
             let c = (idx % row_vecs) * vec;
             let valid = i < m && c0 + c < width;
@@ -168,15 +170,13 @@ pub fn row_weight(slope: f32, e0: f32, i: usize, #[comptime] scale: Scale) -> f3
     }
 }
 
-/// Rows `0 .. BLK` of `cols` columns from `src` (element `at`, rows `stride` apart) into
-/// `dst` (same layout, from 0), row `i < m` scaled by `scale`, one `vec`-wide store per
-/// vector (element by element, 32 lanes storing 2 bytes 16 bytes apart hit 8 banks 4 ways).
+/// Rows `0 .. m` of `cols` columns of `rows` (element `at`, rows `stride` apart), row `i`
+/// scaled by `scale` in place (in fp32, rounded once), one `vec`-wide access per vector.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn scale_rows<F: Float, N: Size>(
-    src: &SharedMemory<Vector<F, N>>,
+    rows: &mut SharedMemory<Vector<F, N>>,
     at: usize,
-    dst: &mut SharedMemory<F>,
     m: usize,
     slope: f32,
     e0: f32,
@@ -184,29 +184,24 @@ pub fn scale_rows<F: Float, N: Size>(
     #[comptime] stride: usize,
     #[comptime] vec: usize,
     #[comptime] scale: Scale,
+    #[comptime] units: usize,
 ) {
     let unit = UNIT_POS as usize;
     let row_vecs = comptime!(cols / vec);
-    let mut dst = dst
-        .slice_mut(0, BLK * stride)
-        .into_vectorized()
-        .with_vector_size::<N>();
     #[unroll]
-    for it in 0..comptime!((BLK * cols / vec).div_ceil(UNITS)) {
-        let idx = unit + it * UNITS;
-        if within(idx, BLK * row_vecs, UNITS) {
-            let i = idx / row_vecs;
+    for it in 0..comptime!((BLK * cols / vec).div_ceil(units)) {
+        let idx = unit + it * units;
+        let i = idx / row_vecs;
+        if within(idx, BLK * row_vecs, units) && i < m {
             let c = (idx % row_vecs) * vec;
-            let mut x = src[(at + i * stride + c) / vec];
-            let mut w = 1.0f32;
-            if i < m {
-                w = row_weight(slope, e0, i, scale);
-            }
+            let at = (at + i * stride + c) / vec;
+            let w = row_weight(slope, e0, i, scale);
+            let mut x = rows[at];
             #[unroll]
             for l in 0..vec {
                 x[l] = F::cast_from(f32::cast_from(x[l]) * w);
             }
-            dst[(i * stride + c) / vec] = x;
+            rows[at] = x;
         }
     }
 }

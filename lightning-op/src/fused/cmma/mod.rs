@@ -3,7 +3,7 @@
 //! the scalar [`super::kernel::sweep_kernel`]; chosen when the storage dtype is f16/bf16
 //! and the device has cooperative matrices.
 //!
-//! Per block of `BLK` tokens, with the cube's `[dcap, EV]` state slice held in fp32
+//! Per block of `BLK` tokens, with the cube's `[dcap, ev]` state slice held in fp32
 //! accumulator fragments (each warp keeps its tiles in registers for the whole sweep):
 //! 1. `S = Q K^T` (lower-triangle tiles only);
 //! 2. `P = S * M` in the storage type (manual MMA: on the tile's registers; WMMA: through
@@ -12,11 +12,12 @@
 //!    storage-type snapshot), then `KV <- lambda^m KV + K^T diag(lambda^(m-1-j)) V`, each
 //!    tile's accumulator also stored as the next block's snapshot;
 //! 4. the output tile leaves through shared memory, coalesced.
-//! Block `i + 1`'s raw rows are copied in while block `i` computes ([`load`]).
+//! Block `i + 1`'s raw rows are copied in while block `i` computes ([`load`]), where
+//! shared memory has room for two buffers of rows ([`Geometry`]).
 //! Where the decays go: manual MMA knows which rows a lane's registers hold, so Q's decay
 //! scales the rows of the `Q KV` accumulator and K's weights V's registers, from per-block
-//! tables ([`token_weights`]); WMMA fragments are opaque, so its sweep makes decayed copies
-//! of Q and K in shared memory ([`scale_rows`]). The state's own decay `lambda^m` is, while
+//! tables ([`token_weights`]); WMMA fragments are opaque, so its sweep decays the rows of Q
+//! and K in shared memory once S is made ([`scale_rows`]). The state's own decay `lambda^m` is, while
 //! the storage type's range allows (see [`fold_limit`]), folded into K's weights instead of
 //! applied to the state; past that limit (and every block for f16) the state's tiles are
 //! scaled in place (on registers, or for WMMA on a round trip through shared memory).
@@ -35,8 +36,6 @@ use mma::{Operand, Ptx, T, TensorCore, Wmma, product};
 
 /// Tokens per block.
 pub const BLK: usize = 32;
-/// Value columns per cube.
-pub const EV: usize = 64;
 /// Byte alignment of the shared buffers: WMMA loads and stores need 32-byte aligned tiles.
 const ALIGN: usize = 32;
 /// Row padding of the shared tiles, in elements: 16 bytes for the storage type, 16 bytes
@@ -45,16 +44,10 @@ const ALIGN: usize = 32;
 /// spread them over all 32 banks. Strides stay multiples of 16 bytes, as WMMA requires.
 const PAD: usize = 8;
 const PAD_F32: usize = 4;
-/// Row strides: Q and K (`dcap` wide), V and the state snapshot (`EV`), P (`BLK`).
+/// Row stride of Q and K (`dcap` wide).
 const fn qk_stride(dcap: usize) -> usize {
     dcap + PAD
 }
-/// Elements of one half of the raw double buffer: a block of Q (when `with_q`), K and V.
-const fn raw_set(dcap: usize, with_q: bool) -> usize {
-    let qk = BLK * qk_stride(dcap);
-    (if with_q { 2 * qk } else { qk }) + BLK * VS
-}
-const VS: usize = EV + PAD;
 const PS: usize = BLK + PAD;
 /// fp32 row stride of the scores (`BLK` wide).
 const SS: usize = BLK + PAD_F32;
@@ -66,15 +59,64 @@ const SCRATCH: usize = T * XS;
 const fn max(a: usize, b: usize) -> usize {
     if a > b { a } else { b }
 }
-/// Floats of the staging buffer: the scores (WMMA), and between blocks every warp's
-/// scratch tile.
-const STAGE: usize = max(BLK * SS, WARPS as usize * SCRATCH);
-/// Warps (planes of 32 units) per cube.
-pub const WARPS: u32 = 8;
+
+/// A cube's shape, chosen at launch from the device's shared memory.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Geometry {
+    /// Value columns per cube (the width of its state slice).
+    pub ev: usize,
+    /// Warps (planes of 32 units) per cube.
+    pub warps: usize,
+    /// Block `i + 1` copied into a second buffer while block `i` computes; otherwise it is
+    /// copied after block `i`, behind one more barrier.
+    pub double: bool,
+}
+
+impl Geometry {
+    /// Where shared memory allows (CUDA: 227 KB per cube): two cubes per SM.
+    pub const WIDE: Geometry = Geometry {
+        ev: 64,
+        warps: 8,
+        double: true,
+    };
+    /// Within Vulkan's 48 KB of workgroup memory (~40 KB at d = 128): half the value
+    /// columns, so four state tiles per warp on half the warps, and one buffer of rows.
+    pub const COMPACT: Geometry = Geometry {
+        ev: 32,
+        warps: 4,
+        double: false,
+    };
+
+    const fn units(self) -> usize {
+        32 * self.warps
+    }
+
+    /// Row stride of V, the state snapshot and the output block (`ev` wide).
+    const fn vs(self) -> usize {
+        self.ev + PAD
+    }
+
+    const fn buffers(self) -> usize {
+        if self.double { 2 } else { 1 }
+    }
+
+    /// Elements of one buffer of raw rows: a block of Q (when `with_q`), K and V.
+    const fn raw_set(self, dcap: usize, with_q: bool) -> usize {
+        let qk = BLK * qk_stride(dcap);
+        (if with_q { 2 * qk } else { qk }) + BLK * self.vs()
+    }
+
+    /// Floats of the staging buffer: the scores (WMMA), and between blocks every warp's
+    /// scratch tile.
+    const fn stage(self) -> usize {
+        max(BLK * SS, self.warps * SCRATCH)
+    }
+}
+
 // `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
-// WARPS`) must sit in the same column of tiles.
-const _: () = assert!(WARPS as usize % (EV / T) == 0);
-const UNITS: usize = 32 * WARPS as usize;
+// warps`) must sit in the same column of tiles.
+const _: () = assert!(Geometry::WIDE.warps % (Geometry::WIDE.ev / T) == 0);
+const _: () = assert!(Geometry::COMPACT.warps % (Geometry::COMPACT.ev / T) == 0);
 
 /// Whether item `i` of `n`, dealt out `step` at a time (`i = first + s step` for the `n /
 /// step` rounded up values of `s`), exists. Where `step` divides `n` that is known at
@@ -101,27 +143,24 @@ pub fn fold_limit(dtype: burn::tensor::DType) -> f32 {
     }
 }
 
-/// Elements of each decayed copy of Q or K: WMMA's products read them; manual MMA puts the
-/// decays on registers instead, and its kernel only declares a minimal buffer.
-const fn decayed_len(dcap: usize, ptx: bool) -> usize {
-    if ptx { ALIGN } else { BLK * qk_stride(dcap) }
-}
-
 /// Floats of the token-weight tables: `tables` per block (Q's and K's, or K's), for each
-/// half of the double buffer; manual MMA only.
-const fn weights_len(ptx: bool, tables: usize) -> usize {
-    if ptx { 2 * tables * BLK } else { ALIGN }
+/// buffer of rows; manual MMA only.
+const fn weights_len(ptx: bool, tables: usize, g: Geometry) -> usize {
+    if ptx {
+        g.buffers() * tables * BLK
+    } else {
+        ALIGN
+    }
 }
 
-/// Bytes of shared memory one cube uses with a qk dim padded to `dcap` and `elem`-byte
-/// storage: the larger of the output pass and the local-state pass (each with its raw
-/// double buffer, decayed copies or weight tables, and 16 bytes for the copy barrier).
-pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool) -> usize {
-    let qk = decayed_len(dcap, ptx);
-    let outputs = (2 * raw_set(dcap, true) + 2 * qk + BLK * PS + dcap * VS + BLK * VS) * elem
-        + (STAGE + BLK + weights_len(ptx, 2)) * 4;
-    let local = (2 * raw_set(dcap, false) + qk) * elem
-        + (WARPS as usize * SCRATCH + weights_len(ptx, 1)) * 4;
+/// Bytes of shared memory one cube of geometry `g` uses with a qk dim padded to `dcap` and
+/// `elem`-byte storage: the larger of the output pass and the local-state pass (each with
+/// its raw rows and weight tables, and 16 bytes for the copy barrier).
+pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool, g: Geometry) -> usize {
+    let raw = |with_q| g.buffers() * g.raw_set(dcap, with_q);
+    let outputs = (raw(true) + BLK * PS + dcap * g.vs() + BLK * g.vs()) * elem
+        + (g.stage() + BLK + weights_len(ptx, 2, g)) * 4;
+    let local = raw(false) * elem + (g.warps * SCRATCH + weights_len(ptx, 1, g)) * 4;
     outputs.max(local) + 16
 }
 
@@ -146,7 +185,7 @@ const fn cols(stride: usize, vec: usize) -> Operand {
 /// The warp's state tiles, times `scale`, to their place in `state_out` `[S, B, H, dqk, dv]`
 /// (segment `CUBE_POS_Z`), each through the warp's fp32 scratch tile at `scratch`: a
 /// fragment's elements are only reachable through shared memory, and a tile at a time keeps
-/// that to `SCRATCH` floats per warp instead of a staged `[dcap, EV]` slice.
+/// that to `SCRATCH` floats per warp instead of a staged `[dcap, ev]` slice.
 #[cube]
 fn store_state<F: Float, M: TensorCore<F>>(
     accs: &Sequence<M::Acc>,
@@ -155,18 +194,19 @@ fn store_state<F: Float, M: TensorCore<F>>(
     state_out: &mut Tensor<f32>,
     scale: f32,
     #[comptime] dcap: usize,
+    #[comptime] g: Geometry,
 ) {
     let warp = UNIT_POS_Y as usize;
     let lane = UNIT_POS_X as usize;
     let (dqk, dv) = (state_out.shape(3), state_out.shape(4));
-    let c0 = CUBE_POS_X as usize * EV;
+    let c0 = CUBE_POS_X as usize * g.ev;
     let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize) * dqk;
-    let v_tiles = comptime!(EV / T);
-    let tiles = comptime!(dcap / T * EV / T);
+    let v_tiles = comptime!(g.ev / T);
+    let tiles = comptime!(dcap / T * g.ev / T);
     #[unroll]
-    for s in 0..comptime!(tiles.div_ceil(WARPS as usize)) {
-        let tile = warp + s * WARPS as usize;
-        if within(tile, tiles, WARPS as usize) {
+    for s in 0..comptime!(tiles.div_ceil(g.warps)) {
+        let tile = warp + s * g.warps;
+        if within(tile, tiles, g.warps) {
             M::store(ss, accs.index(s), scratch, XS);
             sync_plane();
             let r0 = (tile / v_tiles) * T;
@@ -188,9 +228,9 @@ fn store_state<F: Float, M: TensorCore<F>>(
 
 /// See the module docs; arguments as [`super::kernel::sweep_kernel`]'s, with the qk dim
 /// padded to `dcap` (a multiple of 16), q/k/v/out read and written `vec` (= `N`) elements at
-/// a time (`vec` divides both head dims), and `CubeDim = (32, WARPS)`. `prefetch`: copy
-/// blocks with `cp.async` ([`AsyncCopy`]: needs the device's `copy_async` and `vec >= 2`);
-/// `ptx`: products by manual MMA ([`Ptx`]: CUDA's `mma.sync` and `ldmatrix`), else WMMA.
+/// a time (`vec` divides both head dims), and `CubeDim = (32, geometry.warps)`. `prefetch`:
+/// copy blocks with `cp.async` ([`AsyncCopy`]: needs the device's `copy_async` and `vec >=
+/// 2`); `ptx`: products by manual MMA ([`Ptx`]: CUDA's `mma.sync` and `ldmatrix`), else WMMA.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_cmma_kernel<F: Float, N: Size>(
@@ -211,6 +251,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     #[comptime] reverse: bool,
     #[comptime] prefetch: bool,
     #[comptime] ptx: bool,
+    #[comptime] geometry: Geometry,
     #[define(F)] _dtype: StorageType,
 ) {
     let flags = comptime!(Flags {
@@ -221,6 +262,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         write_state,
         reverse,
         ptx,
+        g: geometry,
     });
     if comptime!(prefetch) {
         if comptime!(ptx) {
@@ -253,6 +295,7 @@ struct Flags {
     write_state: bool,
     reverse: bool,
     ptx: bool,
+    g: Geometry,
 }
 
 #[cube]
@@ -280,6 +323,7 @@ fn sweep<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             comptime!(flags.vec),
             comptime!(flags.reverse),
             comptime!(flags.ptx),
+            comptime!(flags.g),
         );
     } else {
         outputs::<F, N, C, M>(
@@ -298,53 +342,54 @@ fn sweep<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             comptime!(flags.write_state),
             comptime!(flags.reverse),
             comptime!(flags.ptx),
+            comptime!(flags.g),
         );
     }
 }
 
 /// One block of `KV += K^T diag(w) V` on the warp's state tiles (`accs[s]` is tile
-/// `warp + s WARPS`, `EV / T` tiles per row of tiles). `WARPS` is a multiple of `EV / T`,
+/// `warp + s warps`, `ev / T` tiles per row of tiles). `warps` is a multiple of `ev / T`,
 /// so a warp's tiles share their columns of V: each V operand is loaded once for all of
-/// them. With `ptx`, `k` holds the raw block from element `ka` and the token weights
-/// `w[wa ..]` go onto V's registers; otherwise `k` holds K already weighted (the decayed
-/// copy) and `w` is unused. V `[BLK, EV]` is in `raw` from element `va`.
+/// them. K `[BLK, dcap]` is in `raw` from element `ka`: raw with `ptx`, whose token weights
+/// `w[wa ..]` go onto V's registers; otherwise already weighted in place ([`scale_rows`])
+/// and `w` is unused. V `[BLK, ev]` is in `raw` from element `va`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn update<F: Float, N: Size, M: TensorCore<F>, K: CubePrimitive>(
+fn update<F: Float, N: Size, M: TensorCore<F>>(
     accs: &mut Sequence<M::Acc>,
-    k: &SharedMemory<K>,
-    ka: usize,
     raw: &SharedMemory<Vector<F, N>>,
+    ka: usize,
     va: usize,
     w: &SharedMemory<f32>,
     wa: usize,
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] ptx: bool,
+    #[comptime] g: Geometry,
 ) {
     let warp = UNIT_POS_Y as usize;
     let qks = comptime!(qk_stride(dcap));
-    let tiles = comptime!(dcap / T * EV / T);
-    let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
-    let k_vec = comptime!(if ptx { vec } else { 1 });
-    let c = warp % (EV / T);
+    let vs = comptime!(g.vs());
+    let tiles = comptime!(dcap / T * g.ev / T);
+    let per_warp = comptime!(tiles.div_ceil(g.warps));
+    let c = warp % comptime!(g.ev / T);
     #[unroll]
     for kk in 0..BLK / T {
         let mut b =
-            M::load_rhs::<Vector<F, N>>(raw, va + kk * T * VS + c * T, comptime!(rows(VS, vec)));
+            M::load_rhs::<Vector<F, N>>(raw, va + kk * T * vs + c * T, comptime!(rows(vs, vec)));
         if comptime!(ptx) {
             M::weight_rhs(&mut b, w, wa + kk * T);
         }
         #[unroll]
         for s in 0..per_warp {
-            let tile = warp + s * WARPS as usize;
-            if within(tile, tiles, WARPS as usize) {
-                let r = tile / (EV / T);
-                M::mma_rhs::<K>(
+            let tile = warp + s * g.warps;
+            if within(tile, tiles, g.warps) {
+                let r = tile / comptime!(g.ev / T);
+                M::mma_rhs::<Vector<F, N>>(
                     accs.index_mut(s),
-                    k,
+                    raw,
                     ka + kk * T * qks + r * T,
-                    comptime!(cols(qks, k_vec)),
+                    comptime!(cols(qks, vec)),
                     &b,
                 );
             }
@@ -369,6 +414,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
     #[comptime] ptx: bool,
+    #[comptime] g: Geometry,
 ) {
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
@@ -379,16 +425,16 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let shift = if reverse { 1usize } else { 0usize };
 
     let qks = comptime!(qk_stride(dcap));
-    // Raw K then V, twice: the block being computed and the next one arriving.
-    let set = comptime!(raw_set(dcap, false));
-    let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
-    let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
-    let mut ss = SharedMemory::<f32>::new_aligned(comptime!(WARPS as usize * SCRATCH), ALIGN);
-    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 1)), ALIGN);
+    // Raw K then V, once or twice (see `Geometry::double`).
+    let set = comptime!(g.raw_set(dcap, false));
+    let mut raw =
+        SharedMemory::<Vector<F, N>>::new_aligned(comptime!(g.buffers() * set / vec), ALIGN);
+    let mut ss = SharedMemory::<f32>::new_aligned(comptime!(g.warps * SCRATCH), ALIGN);
+    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 1, g)), ALIGN);
     let gate = C::create();
 
-    let tiles = comptime!(dcap / T * EV / T);
-    let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
+    let tiles = comptime!(dcap / T * g.ev / T);
+    let per_warp = comptime!(tiles.div_ceil(g.warps));
     let mut accs = Sequence::<M::Acc>::new();
     #[unroll]
     for _ in 0..per_warp {
@@ -399,7 +445,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut half = 0usize;
     let first = min(BLK, seg_end - t0);
     load_block::<F, N, C>(
-        k, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, false,
+        k, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, false, g,
     );
     C::commit(&gate);
     let va = BLK * qks;
@@ -412,36 +458,44 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
         C::wait(&gate);
         let next = t0 + BLK;
-        if next < seg_end {
-            let at = (1usize - half) * set;
-            let mn = min(BLK, seg_end - next);
-            load_block::<F, N, C>(k, k, v, &mut raw, at, next, mn, dcap, vec, reverse, false);
-            C::commit(&gate);
+        if comptime!(g.double) {
+            if next < seg_end {
+                let at = (1usize - half) * set;
+                let mn = min(BLK, seg_end - next);
+                load_block::<F, N, C>(
+                    k, k, v, &mut raw, at, next, mn, dcap, vec, reverse, false, g,
+                );
+                C::commit(&gate);
+            }
         }
         let at = half * set;
-        if comptime!(ptx) {
-            update::<F, N, M, Vector<F, N>>(
-                &mut accs,
-                &raw,
+        if comptime!(!ptx) {
+            scale_rows::<F, N>(
+                &mut raw,
                 at,
-                &raw,
-                at + va,
-                &w,
-                wa,
+                m,
+                slope,
+                e0,
                 dcap,
+                qks,
                 vec,
-                ptx,
+                Scale::Down,
+                g.units(),
             );
-        } else {
-            scale_rows::<F, N>(&raw, at, &mut kd, m, slope, e0, dcap, qks, vec, Scale::Down);
             sync_cube();
-            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, at + va, &w, wa, dcap, vec, ptx);
         }
-        half = 1usize - half;
+        update::<F, N, M>(&mut accs, &raw, at, at + va, &w, wa, dcap, vec, ptx, g);
+        if comptime!(g.double) {
+            half = 1usize - half;
+        } else {
+            load_after::<F, N, C>(
+                k, k, v, &mut raw, &gate, next, seg_end, dcap, vec, reverse, false, g,
+            );
+        }
         t0 = next;
     }
 
-    store_state::<F, M>(&accs, &mut ss, warp * SCRATCH, state_out, 1.0, dcap);
+    store_state::<F, M>(&accs, &mut ss, warp * SCRATCH, state_out, 1.0, dcap, g);
 }
 
 /// `Mode::Output`: steps 1-4 of the module docs for every block of the segment, from the
@@ -464,13 +518,14 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     #[comptime] write_state: bool,
     #[comptime] reverse: bool,
     #[comptime] ptx: bool,
+    #[comptime] g: Geometry,
 ) {
-    let warps = WARPS as usize;
-    let units = UNITS;
+    let warps = comptime!(g.warps);
+    let units = comptime!(g.units());
     let unit = UNIT_POS as usize;
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
-    let c0 = CUBE_POS_X as usize * EV;
+    let c0 = CUBE_POS_X as usize * g.ev;
     let segment = CUBE_POS_Z as usize;
 
     let heads = q.shape(1);
@@ -483,21 +538,20 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let seg_end = min(n, seg_start + seg_len);
 
     let qks = comptime!(qk_stride(dcap));
-    // Raw Q, K, V, twice: the block being computed and the next one arriving.
-    let set = comptime!(raw_set(dcap, true));
-    let mut raw = SharedMemory::<Vector<F, N>>::new_aligned(comptime!(2 * set / vec), ALIGN);
-    // WMMA only: Q and K with their decays folded in, for the inter term and the update.
-    let mut qd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
-    let mut kd = SharedMemory::<F>::new_aligned(comptime!(decayed_len(dcap, ptx)), ALIGN);
+    let vs = comptime!(g.vs());
+    // Raw Q, K, V, once or twice (see `Geometry::double`).
+    let set = comptime!(g.raw_set(dcap, true));
+    let mut raw =
+        SharedMemory::<Vector<F, N>>::new_aligned(comptime!(g.buffers() * set / vec), ALIGN);
     let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
-    let mut kvb = SharedMemory::<F>::new_aligned(dcap * VS, ALIGN);
+    let mut kvb = SharedMemory::<F>::new_aligned(comptime!(dcap * vs), ALIGN);
     // Scores (WMMA), and the warps' scratch tiles between blocks (the output goes through `ob`).
-    let mut ss = SharedMemory::<f32>::new_aligned(STAGE, ALIGN);
+    let mut ss = SharedMemory::<f32>::new_aligned(comptime!(g.stage()), ALIGN);
     // The output block on its way out, already in the storage type: the copy out reads one
     // vector per store and converts nothing.
-    let mut ob = SharedMemory::<F>::new_aligned(BLK * VS, ALIGN);
+    let mut ob = SharedMemory::<F>::new_aligned(comptime!(BLK * vs), ALIGN);
     let mut decay = SharedMemory::<f32>::new(BLK);
-    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 2)), ALIGN);
+    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 2, g)), ALIGN);
 
     let slope = slopes[head];
     let mut x = unit;
@@ -509,11 +563,11 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let shift_inter = if reverse { 0u32 } else { 1u32 };
     let shift_update = if reverse { 1u32 } else { 0u32 };
     let row_tiles = BLK / T;
-    let v_tiles = EV / T;
-    // The state: warp `w` holds tiles `w, w + WARPS, ..` (`v_tiles` per row of tiles) in fp32
+    let v_tiles = comptime!(g.ev / T);
+    // The state: warp `w` holds tiles `w, w + warps, ..` (`v_tiles` per row of tiles) in fp32
     // fragments for the whole sweep, so no block reads or writes it in shared memory.
-    let tiles = comptime!(dcap / T * EV / T);
-    let per_warp = comptime!(tiles.div_ceil(WARPS as usize));
+    let tiles = comptime!(dcap / T * g.ev / T);
+    let per_warp = comptime!(tiles.div_ceil(g.warps));
     let lane = UNIT_POS_X as usize;
     let scratch = warp * SCRATCH;
     let mut accs = Sequence::<M::Acc>::new();
@@ -525,7 +579,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
-            if within(tile, tiles, WARPS as usize) {
+            if within(tile, tiles, g.warps) {
                 let r0 = (tile / v_tiles) * T;
                 let col0 = (tile % v_tiles) * T;
                 #[unroll]
@@ -538,7 +592,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                         init = entering_state(state_in, segment, batch, head, row, c0 + col);
                     }
                     ss[scratch + (idx / T) * XS + idx % T] = init;
-                    kvb[row * VS + col] = F::cast_from(init);
+                    kvb[row * vs + col] = F::cast_from(init);
                 }
                 sync_plane();
                 M::load(accs.index_mut(s), &ss, scratch, XS);
@@ -547,7 +601,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
     } else {
         let mut idx = unit;
-        while idx < dcap * VS {
+        while idx < dcap * vs {
             kvb[idx] = F::new(0.0);
             idx += units;
         }
@@ -563,7 +617,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let gate = C::create();
     let first = min(BLK, seg_end - t0);
     load_block::<F, N, C>(
-        q, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, true,
+        q, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, true, g,
     );
     C::commit(&gate);
     while t0 < seg_end {
@@ -580,58 +634,45 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             token_weights(&mut w, wa, slope, q_e0, m, Scale::Up);
             token_weights(&mut w, wa + BLK, slope, k_e0, m, Scale::Down);
         }
-        // Block `t0` has landed and every warp is done with the block before, whose half of
-        // the double buffer now takes the next block.
+        // Block `t0` has landed and every warp is done with the block before, whose buffer
+        // (when there are two) now takes the next block.
         C::wait(&gate);
         let next = t0 + BLK;
-        if next < seg_end {
-            let mn = min(BLK, seg_end - next);
-            let at = (1usize - half) * set;
-            load_block::<F, N, C>(q, k, v, &mut raw, at, next, mn, dcap, vec, reverse, true);
-            C::commit(&gate);
+        if comptime!(g.double) {
+            if next < seg_end {
+                let mn = min(BLK, seg_end - next);
+                let at = (1usize - half) * set;
+                load_block::<F, N, C>(q, k, v, &mut raw, at, next, mn, dcap, vec, reverse, true, g);
+                C::commit(&gate);
+            }
         }
         let qa = half * set;
         let ka = qa + BLK * qks;
         let va = ka + BLK * qks;
-        if comptime!(!ptx) {
-            scale_rows::<F, N>(&raw, qa, &mut qd, m, slope, q_e0, dcap, qks, vec, Scale::Up);
-            scale_rows::<F, N>(
-                &raw,
-                ka,
-                &mut kd,
-                m,
-                slope,
-                k_e0,
-                dcap,
-                qks,
-                vec,
-                Scale::Down,
-            );
-        }
         if !fold {
             // `KV <- lambda^m KV` in place (`kvb` already holds the state the block's inter
             // term reads).
             let lm = (-slope * grown).exp();
             #[unroll]
             for s in 0..per_warp {
-                if within(warp + s * warps, tiles, WARPS as usize) {
+                if within(warp + s * warps, tiles, g.warps) {
                     M::scale(accs.index_mut(s), lm, &mut ss, scratch, XS);
                 }
             }
         }
         if comptime!(!ptx) {
-            // The decayed copies, and WMMA's scratch tiles (they share `ss` with S).
+            // WMMA's scratch tiles share `ss` with S.
             sync_cube();
         }
 
         // 1. S = Q K^T on the tiles at or below the diagonal.
         let s_tiles = comptime!(BLK / T * BLK / T);
         #[unroll]
-        for s in 0..comptime!(s_tiles.div_ceil(WARPS as usize)) {
+        for s in 0..comptime!(s_tiles.div_ceil(g.warps)) {
             let tile = warp + s * warps;
             let ti = tile / row_tiles;
             let tj = tile % row_tiles;
-            if within(tile, s_tiles, WARPS as usize) && tj <= ti {
+            if within(tile, s_tiles, g.warps) && tj <= ti {
                 let mut acc = M::zero();
                 #[unroll]
                 for kk in 0..comptime!(dcap / T) {
@@ -656,12 +697,13 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
         sync_cube();
 
-        // 2. (WMMA) P = S * M in the storage type, through shared fp32.
+        // 2. (WMMA) P = S * M in the storage type, through shared fp32; Q and K, read for
+        // the last time raw, take their decays in place for the inter term and the update.
         if comptime!(!ptx) {
             #[unroll]
-            for it in 0..comptime!((BLK * BLK).div_ceil(UNITS)) {
+            for it in 0..comptime!((BLK * BLK).div_ceil(g.units())) {
                 let idx = unit + it * units;
-                if within(idx, BLK * BLK, UNITS) {
+                if within(idx, BLK * BLK, g.units()) {
                     let i = idx / BLK;
                     let j = idx % BLK;
                     let mut p = 0.0f32;
@@ -671,46 +713,57 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                     ps[i * PS + j] = F::cast_from(p);
                 }
             }
+            scale_rows::<F, N>(
+                &mut raw,
+                qa,
+                m,
+                slope,
+                q_e0,
+                dcap,
+                qks,
+                vec,
+                Scale::Up,
+                units,
+            );
+            scale_rows::<F, N>(
+                &mut raw,
+                ka,
+                m,
+                slope,
+                k_e0,
+                dcap,
+                qks,
+                vec,
+                Scale::Down,
+                units,
+            );
             sync_cube();
         }
 
-        // 3a. O = Q KV + P V.
-        let o_tiles = comptime!(BLK / T * EV / T);
+        // 3a. O = Q KV + P V; with manual MMA `diag(lambda^(i + 1)) (Q KV)` takes the decay
+        // onto the product's rows.
+        let o_tiles = comptime!(BLK / T * g.ev / T);
         #[unroll]
-        for s in 0..comptime!(o_tiles.div_ceil(WARPS as usize)) {
+        for s in 0..comptime!(o_tiles.div_ceil(g.warps)) {
             let tile = warp + s * warps;
-            if within(tile, o_tiles, WARPS as usize) {
+            if within(tile, o_tiles, g.warps) {
                 let ti = tile / v_tiles;
                 let tj = tile % v_tiles;
                 let mut acc = M::zero();
+                #[unroll]
+                for kk in 0..comptime!(dcap / T) {
+                    product::<F, M, Vector<F, N>, F>(
+                        &mut acc,
+                        &raw,
+                        qa + ti * T * qks + kk * T,
+                        comptime!(rows(qks, vec)),
+                        &kvb,
+                        kk * T * vs + tj * T,
+                        comptime!(rows(vs, 1)),
+                    );
+                }
                 if comptime!(ptx) {
-                    // `diag(lambda^(i + 1)) (Q KV)`: the decay goes onto the product's rows.
-                    #[unroll]
-                    for kk in 0..comptime!(dcap / T) {
-                        product::<F, M, Vector<F, N>, F>(
-                            &mut acc,
-                            &raw,
-                            qa + ti * T * qks + kk * T,
-                            comptime!(rows(qks, vec)),
-                            &kvb,
-                            kk * T * VS + tj * T,
-                            comptime!(rows(VS, 1)),
-                        );
-                    }
                     M::scale_rows(&mut acc, &w, wa + ti * T);
-                } else {
-                    #[unroll]
-                    for kk in 0..comptime!(dcap / T) {
-                        product::<F, M, F, F>(
-                            &mut acc,
-                            &qd,
-                            ti * T * qks + kk * T,
-                            comptime!(rows(qks, 1)),
-                            &kvb,
-                            kk * T * VS + tj * T,
-                            comptime!(rows(VS, 1)),
-                        );
-                    }
                 }
                 #[unroll]
                 for kk in 0..comptime!(BLK / T) {
@@ -721,57 +774,53 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                             ti * T * PS + kk * T,
                             comptime!(rows(PS, 1)),
                             &raw,
-                            va + kk * T * VS + tj * T,
-                            comptime!(rows(VS, vec)),
+                            va + kk * T * vs + tj * T,
+                            comptime!(rows(vs, vec)),
                         );
                     }
                 }
-                M::store_cast(&mut ob, &acc, ti * T * VS + tj * T, VS);
+                M::store_cast(&mut ob, &acc, ti * T * vs + tj * T, vs);
             }
         }
         sync_cube();
 
         // 3b. KV += K^T V on the warp's own tiles, and the storage-type snapshot of each for
         // the next block's inter term, straight from the fragment.
-        if comptime!(ptx) {
-            update::<F, N, M, Vector<F, N>>(
-                &mut accs,
-                &raw,
-                ka,
-                &raw,
-                va,
-                &w,
-                wa + BLK,
-                dcap,
-                vec,
-                ptx,
-            );
-        } else {
-            update::<F, N, M, F>(&mut accs, &kd, 0, &raw, va, &w, 0, dcap, vec, ptx);
-        }
+        update::<F, N, M>(&mut accs, &raw, ka, va, &w, wa + BLK, dcap, vec, ptx, g);
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
-            if within(tile, tiles, WARPS as usize) {
+            if within(tile, tiles, g.warps) {
                 let r = tile / v_tiles;
                 let c = tile % v_tiles;
-                M::store_cast(&mut kvb, accs.index(s), r * T * VS + c * T, VS);
+                M::store_cast(&mut kvb, accs.index(s), r * T * vs + c * T, vs);
             }
         }
 
-        // 4. The output tile (staged in 3a), coalesced, `vec` elements per store.
+        // 4. The output tile (staged in 3a), coalesced, `vec` elements per store. SPIR-V
+        // (CubeCL 0.10) compiles a vector read of scalar shared memory into a scalar load
+        // stored as a vector (infinities on Vulkan), so WMMA gathers the elements instead.
         let staged = ob
-            .slice(0, BLK * VS)
+            .slice(0, BLK * vs)
             .into_vectorized()
             .with_vector_size::<N>();
+        let row_vecs = comptime!(g.ev / vec);
         #[unroll]
-        for it in 0..comptime!((BLK * EV / vec).div_ceil(UNITS)) {
+        for it in 0..comptime!((BLK * g.ev / vec).div_ceil(g.units())) {
             let idx = unit + it * units;
-            let i = idx / (EV / vec);
-            let c = (idx % (EV / vec)) * vec;
-            if within(idx, BLK * EV / vec, UNITS) && i < m && c0 + c < dv {
-                out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] =
-                    staged[(i * VS + c) / vec];
+            let i = idx / row_vecs;
+            let c = (idx % row_vecs) * vec;
+            if within(idx, BLK * row_vecs, g.units()) && i < m && c0 + c < dv {
+                let mut x = Vector::<F, N>::new(F::new(0.0));
+                if comptime!(ptx) {
+                    x = staged[(i * vs + c) / vec];
+                } else {
+                    #[unroll]
+                    for l in 0..vec {
+                        x[l] = ob[i * vs + c + l];
+                    }
+                }
+                out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = x;
             }
         }
         if fold {
@@ -779,7 +828,13 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         } else {
             tau = 0;
         }
-        half = 1usize - half;
+        if comptime!(g.double) {
+            half = 1usize - half;
+        } else {
+            load_after::<F, N, C>(
+                q, k, v, &mut raw, &gate, next, seg_end, dcap, vec, reverse, true, g,
+            );
+        }
         t0 = next;
     }
     sync_cube();
@@ -787,7 +842,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     if write_state {
         // `KV = lambda^tau U`.
         let scale = (-slope * f32::cast_from(tau)).exp();
-        store_state::<F, M>(&accs, &mut ss, scratch, state_out, scale, dcap);
+        store_state::<F, M>(&accs, &mut ss, scratch, state_out, scale, dcap, g);
     }
 }
 
@@ -816,9 +871,8 @@ fn token_weights(
     }
 }
 
-/// Block `t0 .. t0 + m` of Q (when `with_q`), K (all `dcap` columns) and this cube's `EV`
-/// columns of V into `raw` from element `at`, one after the other: one half of the double
-/// buffer.
+/// Block `t0 .. t0 + m` of Q (when `with_q`), K (all `dcap` columns) and this cube's `ev`
+/// columns of V into `raw` from element `at`, one after the other: one buffer of rows.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_block<F: Float, N: Size, C: Copier>(
@@ -833,11 +887,13 @@ fn load_block<F: Float, N: Size, C: Copier>(
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
     #[comptime] with_q: bool,
+    #[comptime] g: Geometry,
 ) {
     let qks = comptime!(qk_stride(dcap));
+    let units = comptime!(g.units());
     let bh = CUBE_POS_Y as usize;
     let (n, dqk, dv) = (k.shape(2), k.shape(3), v.shape(3));
-    let c0 = CUBE_POS_X as usize * EV;
+    let c0 = CUBE_POS_X as usize * g.ev;
     let mut ka = at;
     if comptime!(with_q) {
         load_rows::<F, N, C>(
@@ -853,6 +909,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
             qks,
             vec,
             reverse,
+            units,
         );
         ka += BLK * qks;
     }
@@ -870,6 +927,47 @@ fn load_block<F: Float, N: Size, C: Copier>(
         qks,
         vec,
         reverse,
+        units,
     );
-    load_rows::<F, N, C>(v, bh * n * dv, dv, c0, t0, m, raw, va, EV, VS, vec, reverse);
+    load_rows::<F, N, C>(
+        v,
+        bh * n * dv,
+        dv,
+        c0,
+        t0,
+        m,
+        raw,
+        va,
+        comptime!(g.ev),
+        comptime!(g.vs()),
+        vec,
+        reverse,
+        units,
+    );
+}
+
+/// With one buffer of rows: block `next` (if it is before `end`) into it once every warp is
+/// done with the block there.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_after<F: Float, N: Size, C: Copier>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    raw: &mut SharedMemory<Vector<F, N>>,
+    gate: &C::Gate,
+    next: usize,
+    end: usize,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+    #[comptime] with_q: bool,
+    #[comptime] g: Geometry,
+) {
+    if next < end {
+        sync_cube();
+        let m = min(BLK, end - next);
+        load_block::<F, N, C>(q, k, v, raw, 0usize, next, m, dcap, vec, reverse, with_q, g);
+        C::commit(gate);
+    }
 }
