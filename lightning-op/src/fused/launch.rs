@@ -177,23 +177,21 @@ fn forced() -> Option<Forced> {
 const LOCAL_SPLIT: usize = 2;
 
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
-/// a scan, which only pays where the cubes leave SMs idle: with at least one cube of 8
-/// warps per SM, one segment (the H200 profile of (4,32,4K): 256 cubes split in two spent
-/// 25 % of the forward in the local-state pass). With fewer, as many segments as fit two
-/// such cubes per SM, each at least four blocks long. Smaller cubes (the compact
-/// tensor-core geometry's 4 warps) count for their share of 8 warps. WGPU does not report
-/// its SM count; assuming a large GPU's (64 SMs) costs a CPU adapter only a longer scan,
-/// while assuming a small one left the H200 idle under Vulkan (at b x h = 16, 8 cubes: 3.9x
-/// slower at n = 64K than at 2K).
-fn choose_segments(n: usize, blk: usize, cubes: usize, warps: usize, sms: Option<u32>) -> usize {
-    let sms = sms.unwrap_or(64) as usize;
-    let warps = cubes * warps.clamp(1, 8);
-    if warps >= 8 * sms {
+/// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
+/// one segment (the H200 profile of (4,32,4K): 256 cubes split in two spent 25 % of the
+/// forward in the local-state pass). With fewer, as many segments as fit two cubes per SM, each
+/// at least four blocks long. WGPU does not report its SM count. A guess too high costs
+/// a device with fewer SMs one needless local pass and scan (~+30 %); a guess too low
+/// leaves SMs idle (H200 under Vulkan, guessing 64: (1,16,64K)'s 64 compact cubes took
+/// 8.2 ms, four segments of them 4.9), so the guess is a large GPU's 128 SMs.
+fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usize {
+    let sms = sms.unwrap_or(128) as usize;
+    if cubes >= sms {
         return 1;
     }
     // Rounded down: rounding up overfilled the slots (b=1, h=16 on the H200: 288 cubes for
     // 264, a second wave 9 % full on every pass).
-    ((16 * sms) / warps).clamp(1, (n / (4 * blk)).max(1))
+    ((2 * sms) / cubes).clamp(1, (n / (4 * blk)).max(1))
 }
 
 /// `tensor` `[b, h, d, e]` seen as `[1, b, h, d, e]`, strides kept (no copy).
@@ -263,14 +261,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         .unwrap_or(1);
     // `cp.async` copies 4, 8 or 16 bytes: two or more 2-byte elements.
     let prefetch = client.properties().features.copy_async && vec >= 2;
-    let warps = cube_dim.num_elems() as usize / 32;
-    let segments = choose_segments(
-        n,
-        blk,
-        slices * rows,
-        warps,
-        props.num_streaming_multiprocessors,
-    );
+    let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
     let split = if segments > 1 { LOCAL_SPLIT } else { 1 };
     // Output segments are `split` local ones, so each starts where a local one does.
     let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
