@@ -113,9 +113,18 @@ impl Copier for Synchronous {
     }
 }
 
+/// The units that copy a block: `units` of them from unit `first` on. The output pass's
+/// score warps leave the next block's copy to the others (see `outputs`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Crew {
+    pub first: usize,
+    pub units: usize,
+}
+
 /// Rows `t0 .. t0 + m` (sweep order) of `src` `[.., n, width]` from element `base`, columns
-/// `c0 .. c0 + cols`, into `dst` from element `at`, rows `stride` apart; zeros past `m` and
-/// past `width` (a stale row from two blocks back must not leak into a short last block).
+/// `c0 .. c0 + cols`, into `dst` from element `at`, rows `stride` apart, by the units of
+/// `crew` (the caller keeps the others out); zeros past `m` and past `width` (a stale row
+/// from two blocks back must not leak into a short last block).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 pub fn load_rows<F: Float, N: Size, C: Copier>(
@@ -131,9 +140,10 @@ pub fn load_rows<F: Float, N: Size, C: Copier>(
     #[comptime] stride: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
-    #[comptime] units: usize,
+    #[comptime] crew: Crew,
 ) {
-    let unit = UNIT_POS as usize;
+    let units = comptime!(crew.units);
+    let unit = UNIT_POS as usize - crew.first;
     let n = src.shape(2);
     let row_vecs = comptime!(cols / vec);
     #[unroll]

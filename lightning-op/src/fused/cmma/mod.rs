@@ -31,7 +31,7 @@ mod load;
 mod mma;
 
 use super::kernel::{Mode, entering_state, time_index};
-use load::{AsyncCopy, Copier, Scale, Synchronous, load_rows, row_weight, scale_rows};
+use load::{AsyncCopy, Copier, Crew, Scale, Synchronous, load_rows, row_weight, scale_rows};
 use mma::{Operand, Ptx, T, TensorCore, Wmma, product};
 
 /// Tokens per block.
@@ -92,6 +92,22 @@ impl Geometry {
         32 * self.warps
     }
 
+    /// Every unit of the cube.
+    const fn everyone(self) -> Crew {
+        Crew {
+            first: 0,
+            units: self.units(),
+        }
+    }
+
+    /// The units of the warps that make no score tile.
+    const fn past_scores(self) -> Crew {
+        Crew {
+            first: 32 * S_TILES,
+            units: self.units() - 32 * S_TILES,
+        }
+    }
+
     /// Row stride of V, the state snapshot and the output block (`ev` wide).
     const fn vs(self) -> usize {
         self.ev + PAD
@@ -112,6 +128,21 @@ impl Geometry {
     const fn stage(self) -> usize {
         max(BLK * SS, self.warps * SCRATCH)
     }
+}
+
+/// Score tiles per block: those at or below the diagonal of its `BLK / T` rows of tiles.
+const S_TILES: usize = (BLK / T) * (BLK / T + 1) / 2;
+
+// Each score tile has a warp of its own, and some warps are left to copy meanwhile.
+const _: () = assert!(Geometry::WIDE.warps > S_TILES);
+const _: () = assert!(Geometry::COMPACT.warps > S_TILES);
+
+/// Score tile `k` of a block, in row order of the lower triangle: `(row, col)` of tiles,
+/// `col <= row`. Row `r` starts at `k = r (r + 1) / 2`; the float root is exact at those.
+#[cube]
+fn lower_tile(k: usize) -> (usize, usize) {
+    let r = usize::cast_from((f32::sqrt(f32::cast_from(8 * k as u32 + 1)) - 1.0) / 2.0);
+    (r, k - r * (r + 1) / 2)
 }
 
 // `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
@@ -446,7 +477,19 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut half = 0usize;
     let first = min(BLK, seg_end - t0);
     load_block::<F, N, C>(
-        k, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, false, g,
+        k,
+        k,
+        v,
+        &mut raw,
+        0usize,
+        t0,
+        first,
+        dcap,
+        vec,
+        reverse,
+        false,
+        g,
+        g.everyone(),
     );
     C::commit(&gate);
     let va = BLK * qks;
@@ -464,7 +507,19 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 let at = (1usize - half) * set;
                 let mn = min(BLK, seg_end - next);
                 load_block::<F, N, C>(
-                    k, k, v, &mut raw, at, next, mn, dcap, vec, reverse, false, g,
+                    k,
+                    k,
+                    v,
+                    &mut raw,
+                    at,
+                    next,
+                    mn,
+                    dcap,
+                    vec,
+                    reverse,
+                    false,
+                    g,
+                    g.everyone(),
                 );
                 C::commit(&gate);
             }
@@ -563,7 +618,6 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
     let shift_inter = if reverse { 0u32 } else { 1u32 };
     let shift_update = if reverse { 1u32 } else { 0u32 };
-    let row_tiles = BLK / T;
     let v_tiles = comptime!(g.ev / T);
     // The state: warp `w` holds tiles `w, w + warps, ..` (`v_tiles` per row of tiles) in fp32
     // fragments for the whole sweep, so no block reads or writes it in shared memory.
@@ -618,7 +672,19 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let gate = C::create();
     let first = min(BLK, seg_end - t0);
     load_block::<F, N, C>(
-        q, k, v, &mut raw, 0usize, t0, first, dcap, vec, reverse, true, g,
+        q,
+        k,
+        v,
+        &mut raw,
+        0usize,
+        t0,
+        first,
+        dcap,
+        vec,
+        reverse,
+        true,
+        g,
+        g.everyone(),
     );
     C::commit(&gate);
     while t0 < seg_end {
@@ -639,11 +705,26 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         // (when there are two) now takes the next block.
         C::wait(&gate);
         let next = t0 + BLK;
+        // The warps past the score tiles copy the next block while the others make S.
         if comptime!(g.double) {
-            if next < seg_end {
+            if next < seg_end && warp >= S_TILES {
                 let mn = min(BLK, seg_end - next);
                 let at = (1usize - half) * set;
-                load_block::<F, N, C>(q, k, v, &mut raw, at, next, mn, dcap, vec, reverse, true, g);
+                load_block::<F, N, C>(
+                    q,
+                    k,
+                    v,
+                    &mut raw,
+                    at,
+                    next,
+                    mn,
+                    dcap,
+                    vec,
+                    reverse,
+                    true,
+                    g,
+                    g.past_scores(),
+                );
                 C::commit(&gate);
             }
         }
@@ -666,34 +747,28 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             sync_cube();
         }
 
-        // 1. S = Q K^T on the tiles at or below the diagonal.
-        let s_tiles = comptime!(BLK / T * BLK / T);
-        #[unroll]
-        for s in 0..comptime!(s_tiles.div_ceil(g.warps)) {
-            let tile = warp + s * warps;
-            let ti = tile / row_tiles;
-            let tj = tile % row_tiles;
-            if within(tile, s_tiles, g.warps) && tj <= ti {
-                let mut acc = M::zero();
-                #[unroll]
-                for kk in 0..comptime!(dcap / T) {
-                    product::<F, M, Vector<F, N>, Vector<F, N>>(
-                        &mut acc,
-                        &raw,
-                        qa + ti * T * qks + kk * T,
-                        comptime!(rows(qks, vec)),
-                        &raw,
-                        ka + tj * T * qks + kk * T,
-                        comptime!(cols(qks, vec)),
-                    );
-                }
-                if comptime!(ptx) {
-                    // 2. (manual MMA) P = S * M on the tile's registers, in the storage type.
-                    M::decay_mask(&mut acc, &decay, (ti - tj) * T);
-                    M::store_cast(&mut ps, &acc, ti * T * PS + tj * T, PS);
-                } else {
-                    M::store(&mut ss, &acc, ti * T * SS + tj * T, SS);
-                }
+        // 1. S = Q K^T on the tiles at or below the diagonal, one per warp.
+        if warp < S_TILES {
+            let (ti, tj) = lower_tile(warp);
+            let mut acc = M::zero();
+            #[unroll]
+            for kk in 0..comptime!(dcap / T) {
+                product::<F, M, Vector<F, N>, Vector<F, N>>(
+                    &mut acc,
+                    &raw,
+                    qa + ti * T * qks + kk * T,
+                    comptime!(rows(qks, vec)),
+                    &raw,
+                    ka + tj * T * qks + kk * T,
+                    comptime!(cols(qks, vec)),
+                );
+            }
+            if comptime!(ptx) {
+                // 2. (manual MMA) P = S * M on the tile's registers, in the storage type.
+                M::decay_mask(&mut acc, &decay, (ti - tj) * T);
+                M::store_cast(&mut ps, &acc, ti * T * PS + tj * T, PS);
+            } else {
+                M::store(&mut ss, &acc, ti * T * SS + tj * T, SS);
             }
         }
         sync_cube();
@@ -873,7 +948,8 @@ fn token_weights(
 }
 
 /// Block `t0 .. t0 + m` of Q (when `with_q`), K (all `dcap` columns) and this cube's `ev`
-/// columns of V into `raw` from element `at`, one after the other: one buffer of rows.
+/// columns of V into `raw` from element `at`, one after the other: one buffer of rows, copied
+/// by `crew`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_block<F: Float, N: Size, C: Copier>(
@@ -889,9 +965,9 @@ fn load_block<F: Float, N: Size, C: Copier>(
     #[comptime] reverse: bool,
     #[comptime] with_q: bool,
     #[comptime] g: Geometry,
+    #[comptime] crew: Crew,
 ) {
     let qks = comptime!(qk_stride(dcap));
-    let units = comptime!(g.units());
     let bh = CUBE_POS_Y as usize;
     let (n, dqk, dv) = (k.shape(2), k.shape(3), v.shape(3));
     let c0 = CUBE_POS_X as usize * g.ev;
@@ -910,7 +986,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
             qks,
             vec,
             reverse,
-            units,
+            crew,
         );
         ka += BLK * qks;
     }
@@ -928,7 +1004,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
         qks,
         vec,
         reverse,
-        units,
+        crew,
     );
     load_rows::<F, N, C>(
         v,
@@ -943,7 +1019,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
         comptime!(g.vs()),
         vec,
         reverse,
-        units,
+        crew,
     );
 }
 
@@ -968,7 +1044,21 @@ fn load_after<F: Float, N: Size, C: Copier>(
     if next < end {
         sync_cube();
         let m = min(BLK, end - next);
-        load_block::<F, N, C>(q, k, v, raw, 0usize, next, m, dcap, vec, reverse, with_q, g);
+        load_block::<F, N, C>(
+            q,
+            k,
+            v,
+            raw,
+            0usize,
+            next,
+            m,
+            dcap,
+            vec,
+            reverse,
+            with_q,
+            g,
+            g.everyone(),
+        );
         C::commit(gate);
     }
 }
