@@ -100,11 +100,17 @@ impl Geometry {
         }
     }
 
-    /// The units of the warps that make no score tile.
+    /// The last warps of the cube, as many as a power of two allows among those that make no
+    /// score tile: every copy step then covers whole rows, with no bounds check
+    /// ([`load_rows`]).
     const fn past_scores(self) -> Crew {
+        let mut warps = 1;
+        while 2 * warps <= self.warps - S_TILES {
+            warps *= 2;
+        }
         Crew {
-            first: 32 * S_TILES,
-            units: self.units() - 32 * S_TILES,
+            first: 32 * (self.warps - warps),
+            units: 32 * warps,
         }
     }
 
@@ -707,7 +713,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         let next = t0 + BLK;
         // The warps past the score tiles copy the next block while the others make S.
         if comptime!(g.double) {
-            if next < seg_end && warp >= S_TILES {
+            if next < seg_end && unit >= comptime!(g.past_scores().first) {
                 let mn = min(BLK, seg_end - next);
                 let at = (1usize - half) * set;
                 load_block::<F, N, C>(
