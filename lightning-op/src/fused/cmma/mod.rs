@@ -97,6 +97,7 @@ impl Geometry {
         Crew {
             first: 0,
             units: self.units(),
+            keep_columns: self.double,
         }
     }
 
@@ -111,6 +112,7 @@ impl Geometry {
         Crew {
             first: 32 * (self.warps - warps),
             units: 32 * warps,
+            keep_columns: self.double,
         }
     }
 
