@@ -1,6 +1,7 @@
 //! `Autodiff<B>`: the forward runs `B`'s fused op once and records two graph nodes, one per
 //! output, so each gets its own backward and unused outputs cost nothing:
-//! - the output `o`, whose backward is `B::lightning_backward` (the fused backward sweeps);
+//! - the output `o`, whose backward is `B::lightning_backward` (the fused backward sweeps),
+//!   given what `B::lightning_forward_kept` kept for it;
 //! - the final state `S_n = lambda^n S_0 + sum_s lambda^(n-1-s) k_s^T v_s`, whose backward is
 //!   `B::lightning_state_backward`.
 //!
@@ -19,8 +20,16 @@ use crate::{LightningBackend, LightningGrads};
 #[derive(Debug)]
 struct OutputBackward;
 
-/// Checkpointed q, k, v, (initial state), and the slopes.
-type Saved<B> = (NodeId, NodeId, NodeId, Option<NodeId>, FloatTensor<B>);
+/// Checkpointed q, k, v, (initial state), the slopes, and what the forward kept for the
+/// backward (`LightningBackend::lightning_forward_kept`).
+type Saved<B> = (
+    NodeId,
+    NodeId,
+    NodeId,
+    Option<NodeId>,
+    FloatTensor<B>,
+    Option<FloatTensor<B>>,
+);
 
 impl<B: LightningBackend> Backward<B, 4> for OutputBackward {
     type State = Saved<B>;
@@ -33,7 +42,7 @@ impl<B: LightningBackend> Backward<B, 4> for OutputBackward {
     ) {
         let [node_q, node_k, node_v, node_s0] = ops.parents;
         let grad_output = grads.consume::<B>(&ops.node);
-        let (q, k, v, s0, slopes) = ops.state;
+        let (q, k, v, s0, slopes, kept) = ops.state;
         let grads_in = B::lightning_backward(
             checkpointer.retrieve_node_output(q),
             checkpointer.retrieve_node_output(k),
@@ -41,6 +50,7 @@ impl<B: LightningBackend> Backward<B, 4> for OutputBackward {
             slopes,
             s0.map(|id| checkpointer.retrieve_node_output(id)),
             grad_output,
+            kept,
         );
         let LightningGrads {
             q: dq,
@@ -130,7 +140,7 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
                 DType::F32.into(),
             ))
         });
-        let (o, state) = B::lightning_forward(
+        let (o, state, kept) = B::lightning_forward_kept(
             q.primitive.clone(),
             k.primitive.clone(),
             v.primitive.clone(),
@@ -155,6 +165,7 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
                     prep.checkpoint(&v),
                     has_state.then(|| prep.checkpoint(&s0)),
                     slopes.primitive.clone(),
+                    kept,
                 );
                 prep.finish(saved, o)
             }
@@ -183,6 +194,7 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
         slopes: FloatTensor<Self>,
         initial_state: Option<FloatTensor<Self>>,
         grad_output: FloatTensor<Self>,
+        kept: Option<FloatTensor<Self>>,
     ) -> LightningGrads<Self> {
         let grads = B::lightning_backward(
             q.primitive,
@@ -191,6 +203,7 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
             slopes.primitive,
             initial_state.map(|s| s.primitive),
             grad_output.primitive,
+            kept.map(|t| t.primitive),
         );
         LightningGrads {
             q: Self::from_inner(grads.q),

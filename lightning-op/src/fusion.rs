@@ -2,7 +2,10 @@
 //! backends, so the op is registered in the fusion stream as a custom operation whose
 //! execution runs the inner backend's fused kernels.
 
-use burn::tensor::{DType, Shape, ops::FloatTensor};
+use burn::tensor::{
+    DType, Shape,
+    ops::{FloatTensor, FloatTensorOps},
+};
 use burn_fusion::{
     Fusion, FusionBackend, FusionRuntime,
     stream::{Operation, OperationStreams},
@@ -14,9 +17,10 @@ use crate::{LightningBackend, LightningGrads};
 /// Which product of the op a registered custom operation computes.
 #[derive(Clone, Copy, Debug)]
 enum Product {
-    /// inputs `q, k, v, slopes, [state]`; outputs `o, state`.
+    /// inputs `q, k, v, slopes, [state]`; outputs `o, state, [kept]`.
     Forward,
-    /// inputs `q, k, v, slopes, [state], grad_output`; outputs `dq, dk, dv, [d state]`.
+    /// inputs `q, k, v, slopes, [state], grad_output, [kept]`; outputs `dq, dk, dv,
+    /// [d state]`.
     Backward,
     /// inputs `k, v, slopes, grad_state`; outputs `dk, dv, d state`. Run unfused: burn
     /// 0.21's fusion miscomputes these matmul chains when n = 1 (seen on WGPU).
@@ -30,6 +34,8 @@ struct LightningOp<B> {
     desc: CustomOpIr,
     product: Product,
     has_state: bool,
+    /// Whether the forward keeps, or the backward gets, `kept` (see `Product`).
+    has_kept: bool,
     _backend: core::marker::PhantomData<B>,
 }
 
@@ -39,6 +45,7 @@ impl<B> Clone for LightningOp<B> {
             desc: self.desc.clone(),
             product: self.product,
             has_state: self.has_state,
+            has_kept: self.has_kept,
             _backend: core::marker::PhantomData,
         }
     }
@@ -75,11 +82,18 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Lightn
         let state = self.has_state.then(&mut next);
         let results = match self.product {
             Product::Forward => {
-                let (o, state) = B::lightning_forward(q, k, v, slopes, state);
-                vec![o, state]
+                let (o, state, kept) = B::lightning_forward_kept(q, k, v, slopes, state);
+                assert_eq!(
+                    kept.is_some(),
+                    self.has_kept,
+                    "lightning_forward_kept returned `kept` against lightning_kept_shape"
+                );
+                [o, state].into_iter().chain(kept).collect::<Vec<_>>()
             }
             Product::Backward => {
-                let grads = B::lightning_backward(q, k, v, slopes, state, next());
+                let grad_output = next();
+                let kept = self.has_kept.then(&mut next);
+                let grads = B::lightning_backward(q, k, v, slopes, state, grad_output, kept);
                 [grads.q, grads.k, grads.v]
                     .into_iter()
                     .chain(grads.initial_state)
@@ -98,6 +112,7 @@ fn register<B: FusionBackend + LightningBackend>(
     product: Product,
     inputs: Vec<FloatTensor<Fusion<B>>>,
     has_state: bool,
+    has_kept: bool,
     outputs: Vec<(Shape, DType)>,
 ) -> Vec<FloatTensor<Fusion<B>>> {
     let client = inputs[0].client.clone();
@@ -118,6 +133,7 @@ fn register<B: FusionBackend + LightningBackend>(
         desc: desc.clone(),
         product,
         has_state,
+        has_kept,
         _backend: core::marker::PhantomData,
     };
     client.register(streams, OperationIr::Custom(desc), op)
@@ -131,18 +147,50 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         slopes: FloatTensor<Self>,
         initial_state: Option<FloatTensor<Self>>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (o, state, _) = Self::lightning_forward_kept(q, k, v, slopes, initial_state);
+        (o, state)
+    }
+
+    fn lightning_forward_kept(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+    ) {
         let [b, h, n, d] = q.shape.dims::<4>();
         let e = v.shape[3];
-        let outputs = vec![
+        let device = Self::float_device(&q);
+        let kept = Self::lightning_kept_shape(&device, q.dtype, [b, h, n, d, e]);
+        let has_kept = kept.is_some();
+        let outputs = [
             (Shape::new([b, h, n, e]), q.dtype),
             (Shape::new([b, h, d, e]), DType::F32),
-        ];
+        ]
+        .into_iter()
+        .chain(kept.map(|shape| (shape, DType::F32)))
+        .collect();
         let has_state = initial_state.is_some();
         let inputs = [q, k, v, slopes].into_iter().chain(initial_state).collect();
-        let [o, state] = register::<B>(Product::Forward, inputs, has_state, outputs)
-            .try_into()
-            .expect("two outputs");
-        (o, state)
+        let mut outputs =
+            register::<B>(Product::Forward, inputs, has_state, has_kept, outputs).into_iter();
+        (
+            outputs.next().expect("o"),
+            outputs.next().expect("state"),
+            outputs.next(),
+        )
+    }
+
+    fn lightning_kept_shape(
+        device: &Self::Device,
+        dtype: DType,
+        dims: [usize; 5],
+    ) -> Option<Shape> {
+        B::lightning_kept_shape(device, dtype, dims)
     }
 
     fn lightning_backward(
@@ -152,6 +200,7 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         slopes: FloatTensor<Self>,
         initial_state: Option<FloatTensor<Self>>,
         grad_output: FloatTensor<Self>,
+        kept: Option<FloatTensor<Self>>,
     ) -> LightningGrads<Self> {
         let mut outputs = vec![
             (q.shape.clone(), q.dtype),
@@ -162,12 +211,15 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
             outputs.push((state.shape.clone(), DType::F32));
         }
         let has_state = initial_state.is_some();
+        let has_kept = kept.is_some();
         let inputs = [q, k, v, slopes]
             .into_iter()
             .chain(initial_state)
             .chain([grad_output])
+            .chain(kept)
             .collect();
-        let mut grads = register::<B>(Product::Backward, inputs, has_state, outputs).into_iter();
+        let mut grads =
+            register::<B>(Product::Backward, inputs, has_state, has_kept, outputs).into_iter();
         LightningGrads {
             q: grads.next().expect("dq"),
             k: grads.next().expect("dk"),
@@ -188,7 +240,7 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
             (grad_state.shape.clone(), DType::F32),
         ];
         let inputs = vec![k, v, slopes, grad_state];
-        register::<B>(Product::StateBackward, inputs, false, outputs)
+        register::<B>(Product::StateBackward, inputs, false, false, outputs)
             .try_into()
             .expect("three outputs")
     }
@@ -205,7 +257,7 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
             (state.shape.clone(), DType::F32),
         ];
         let inputs = vec![q, k, v, slopes, state];
-        let [o, state] = register::<B>(Product::Decode, inputs, false, outputs)
+        let [o, state] = register::<B>(Product::Decode, inputs, false, false, outputs)
             .try_into()
             .expect("two outputs");
         (o, state)

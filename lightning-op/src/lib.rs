@@ -43,7 +43,7 @@ pub use recurrent::lightning_decode_step;
 pub use slopes::{IntoSlopes, Slopes};
 
 use burn::tensor::{
-    DType, Tensor, TensorPrimitive,
+    DType, Shape, Tensor, TensorPrimitive,
     backend::{AutodiffBackend, Backend},
     ops::FloatTensor,
 };
@@ -85,8 +85,41 @@ pub trait LightningBackend: Backend {
         (o.into_primitive().tensor(), state.into_primitive().tensor())
     }
 
+    /// [`lightning_forward`](Self::lightning_forward), also returning what the forward
+    /// computed that its backward can reuse, to pass back as `lightning_backward`'s `kept`.
+    /// On `CubeBackend`, where the sequence ran in segments: the fp32 states entering them,
+    /// which spare the backward's dq sweep a pass over k and v. `None` by default.
+    #[allow(clippy::type_complexity)]
+    fn lightning_forward_kept(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+    ) {
+        let (o, state) = Self::lightning_forward(q, k, v, slopes, initial_state);
+        (o, state, None)
+    }
+
+    /// The shape of `lightning_forward_kept`'s `kept` for `q` `[b, h, n, d]` and `v`
+    /// `[b, h, n, e]` (`dims = [b, h, n, d, e]`) in `dtype` on `device`, `None` when there
+    /// is none. A backend that records operations before running them (`Fusion`) needs it.
+    fn lightning_kept_shape(
+        device: &Self::Device,
+        dtype: DType,
+        dims: [usize; 5],
+    ) -> Option<Shape> {
+        let _ = (device, dtype, dims);
+        None
+    }
+
     /// Gradients of `sum(o * grad_output)` with respect to q, k, v and the initial state
-    /// (the final state's own gradient is handled by the autodiff wrapper).
+    /// (the final state's own gradient is handled by the autodiff wrapper). `kept` is what
+    /// `lightning_forward_kept` returned for these inputs, if anything.
     fn lightning_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -94,7 +127,9 @@ pub trait LightningBackend: Backend {
         slopes: FloatTensor<Self>,
         initial_state: Option<FloatTensor<Self>>,
         grad_output: FloatTensor<Self>,
+        kept: Option<FloatTensor<Self>>,
     ) -> LightningGrads<Self> {
+        let _ = kept;
         let has_state = initial_state.is_some();
         let [dq, dk, dv, ds] = reference::backward::<Self>(
             float(q),

@@ -31,6 +31,61 @@ pub(crate) struct Sweep<R: CubeRuntime> {
     pub state: Option<CubeTensor<R>>,
     pub direction: Direction,
     pub write_state: bool,
+    /// States an earlier sweep scanned that this one can use instead of its own local pass
+    /// and scan: taken when they were cut at this sweep's segments and it writes no final
+    /// state, ignored otherwise.
+    pub entering: Option<Entering<R>>,
+}
+
+/// What a sweep returns: its output, its final state when asked for, and the states
+/// entering its output segments when it ran segmented.
+pub(crate) struct Swept<R: CubeRuntime> {
+    pub out: CubeTensor<R>,
+    pub state: Option<CubeTensor<R>>,
+    pub entering: Option<Entering<R>>,
+}
+
+/// The states entering each output segment of a segmented sweep, `[segments, b, h, dqk,
+/// dv]` fp32, and the segment length they were cut at.
+///
+/// The state is `sum lambda^.. k^T v`, so a sweep whose k and v are another's v and k
+/// (same slopes, direction and initial state, transposed) enters its segments with the
+/// transposed states. The backward's dk and dv sweeps are such a pair: one local pass and
+/// one scan serve both.
+pub(crate) struct Entering<R: CubeRuntime> {
+    states: CubeTensor<R>,
+    seg_len: usize,
+}
+
+impl<R: CubeRuntime> Entering<R> {
+    /// The states a forward over `[b, h, n, d]`, `[b, h, n, e]` (`dims`) in `dtype`
+    /// returned, seen by a sweep with k and v exchanged (the backward's dq sweep).
+    pub fn of_forward(states: CubeTensor<R>, dtype: DType, dims: [usize; 5]) -> Self {
+        let plan = Plan::new(&states.client, dtype, dims);
+        Entering {
+            states,
+            seg_len: plan.seg_len,
+        }
+        .transposed()
+    }
+
+    pub fn into_states(self) -> CubeTensor<R> {
+        self.states
+    }
+
+    /// The states of the sweep with k and v exchanged: a strided view, no copy.
+    pub fn transposed(self) -> Self {
+        let Entering {
+            mut states,
+            seg_len,
+        } = self;
+        let mut dims = states.meta.shape().to_vec();
+        let mut steps = states.meta.strides().to_vec();
+        dims.swap(3, 4);
+        steps.swap(3, 4);
+        states.meta = Box::new(Metadata::new(Shape::from(dims), Strides::new(&steps)));
+        Entering { states, seg_len }
+    }
 }
 
 /// Units per cube: enough to cover a block's tiles without idling most of them.
@@ -195,6 +250,60 @@ fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usiz
     ((2 * sms) / cubes).clamp(1, (n / (4 * blk)).max(1))
 }
 
+/// How a sweep over `q`, `k` `[b, h, n, dqk]` and `v` `[b, h, n, dv]` runs: its kernel and
+/// its sequence segments, a function of the shapes, the dtype and the device alone (so a
+/// later sweep can tell whether an earlier one's segment states fit it).
+struct Plan {
+    kernel: Kernel,
+    /// Output segments, each `seg_len` tokens (the last one shorter) ...
+    segments: usize,
+    seg_len: usize,
+    /// ... and `split` local segments of `local_len` tokens each (1 and `n` rounded up to
+    /// a block when unsegmented).
+    split: usize,
+    local_len: usize,
+}
+
+impl Plan {
+    fn new<R: CubeRuntime>(client: &ComputeClient<R>, dtype: DType, dims: [usize; 5]) -> Self {
+        let [b, h, n, dqk, dv] = dims;
+        let props = &client.properties().hardware;
+        let kernel = Kernel::choose(client, dtype, dqk, dv);
+        let rows = b * h;
+        assert!(
+            rows <= props.max_cube_count.1 as usize,
+            "lightning_attention: batch * heads = {rows} exceeds the device's {} cubes along y",
+            props.max_cube_count.1
+        );
+        let blk = kernel.block();
+        let slices = dv.div_ceil(kernel.value_slice());
+        let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
+        let split = if segments > 1 { LOCAL_SPLIT } else { 1 };
+        // Output segments are `split` local ones, so each starts where a local one does.
+        let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
+        let seg_len = local_len * split;
+        Plan {
+            kernel,
+            segments: n.div_ceil(seg_len),
+            seg_len,
+            split,
+            local_len,
+        }
+    }
+}
+
+/// The shape of the states a forward over `[b, h, n, d]`, `[b, h, n, e]` in `dtype` hands
+/// its backward ([`Entering`]), `None` where it runs unsegmented.
+pub(crate) fn entering_shape<R: CubeRuntime>(
+    client: &ComputeClient<R>,
+    dtype: DType,
+    dims: [usize; 5],
+) -> Option<[usize; 5]> {
+    let [b, h, _, d, e] = dims;
+    let plan = Plan::new(client, dtype, dims);
+    (plan.segments > 1).then_some([plan.segments, b, h, d, e])
+}
+
 /// `tensor` `[b, h, d, e]` seen as `[1, b, h, d, e]`, strides kept (no copy).
 fn with_segment_dim<R: CubeRuntime>(tensor: CubeTensor<R>) -> CubeTensor<R> {
     let shape = tensor.meta.shape();
@@ -224,7 +333,7 @@ pub(super) fn empty<R: CubeRuntime>(
     )
 }
 
-pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<CubeTensor<R>>) {
+pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
     let Sweep {
         q,
         k,
@@ -233,6 +342,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         state,
         direction,
         write_state,
+        entering,
     } = args;
     let q = into_contiguous(q);
     let k = into_contiguous(k);
@@ -243,16 +353,16 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
     let client = q.client.clone();
 
     let props = &client.properties().hardware;
-    let kernel = Kernel::choose(&client, q.dtype, dqk, dv);
+    let Plan {
+        kernel,
+        segments,
+        split,
+        local_len,
+        seg_len,
+    } = Plan::new(&client, q.dtype, [b, h, n, dqk, dv]);
     let cube_dim = kernel.cube_dim(props.max_units_per_cube);
     let slices = dv.div_ceil(kernel.value_slice());
     let rows = b * h;
-    assert!(
-        rows <= props.max_cube_count.1 as usize,
-        "lightning_attention: batch * heads = {rows} exceeds the device's {} cubes along y",
-        props.max_cube_count.1
-    );
-    let blk = kernel.block();
     // Widest access that divides both head dims (the tensors are contiguous) and that the
     // target has: Vulkan's SPIR-V and WGSL have no vectors wider than 4.
     let vec = [8, 4, 2, 1]
@@ -261,12 +371,6 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         .unwrap_or(1);
     // `cp.async` copies 4, 8 or 16 bytes: two or more 2-byte elements.
     let prefetch = client.properties().features.copy_async && vec >= 2;
-    let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
-    let split = if segments > 1 { LOCAL_SPLIT } else { 1 };
-    // Output segments are `split` local ones, so each starts where a local one does.
-    let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
-    let seg_len = local_len * split;
-    let segments = n.div_ceil(seg_len);
     let reverse = direction == Direction::Backward;
     let state = state.map(with_segment_dim);
     let out = empty(&q, vec![b, h, n, dv], q.dtype);
@@ -359,33 +463,48 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
             ));
             s
         });
-        return (out, final_state);
+        return Swept {
+            out,
+            state: final_state,
+            entering: None,
+        };
     }
 
-    let locals = n.div_ceil(local_len);
-    let local = empty(&q, vec![locals, b, h, dqk, dv], DType::F32);
-    launch(Mode::State, local_len, locals, None, &local, false);
-    let entering = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
-    let last = empty(&q, vec![b, h, dqk, dv], DType::F32);
-    let elements = b * h * dqk * dv;
-    let scan_dim = CubeDim::new_1d(256.min(props.max_units_per_cube));
-    // SAFETY: one unit per state element, guarded by `idx >= per_segment`.
-    unsafe {
-        scan_kernel::launch_unchecked::<R>(
-            &client,
-            CubeCount::Static(elements.div_ceil(scan_dim.x as usize) as u32, 1, 1),
-            scan_dim,
-            local.into_tensor_arg(),
-            state.as_ref().unwrap_or(&slopes).clone().into_tensor_arg(),
-            slopes.clone().into_tensor_arg(),
-            entering.clone().into_tensor_arg(),
-            last.clone().into_tensor_arg(),
-            local_len,
-            split,
-            n,
-            state.is_some(),
-        );
-    }
+    let shared = entering.filter(|shared| {
+        shared.seg_len == seg_len
+            && !write_state
+            && shared.states.meta.shape().as_slice() == [segments, b, h, dqk, dv]
+    });
+    let (entering, last) = match shared {
+        Some(shared) => (shared.states, None),
+        None => {
+            let locals = n.div_ceil(local_len);
+            let local = empty(&q, vec![locals, b, h, dqk, dv], DType::F32);
+            launch(Mode::State, local_len, locals, None, &local, false);
+            let entering = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
+            let last = empty(&q, vec![b, h, dqk, dv], DType::F32);
+            let elements = b * h * dqk * dv;
+            let scan_dim = CubeDim::new_1d(256.min(props.max_units_per_cube));
+            // SAFETY: one unit per state element, guarded by `idx >= per_segment`.
+            unsafe {
+                scan_kernel::launch_unchecked::<R>(
+                    &client,
+                    CubeCount::Static(elements.div_ceil(scan_dim.x as usize) as u32, 1, 1),
+                    scan_dim,
+                    local.into_tensor_arg(),
+                    state.as_ref().unwrap_or(&slopes).clone().into_tensor_arg(),
+                    slopes.clone().into_tensor_arg(),
+                    entering.clone().into_tensor_arg(),
+                    last.clone().into_tensor_arg(),
+                    local_len,
+                    split,
+                    n,
+                    state.is_some(),
+                );
+            }
+            (entering, Some(last))
+        }
+    };
     launch(
         Mode::Output,
         seg_len,
@@ -394,7 +513,14 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> (CubeTensor<R>, Option<Cu
         &slopes,
         false,
     );
-    (out, write_state.then_some(last))
+    Swept {
+        out,
+        state: write_state.then(|| last.expect("a sweep writing its state scans its own")),
+        entering: Some(Entering {
+            states: entering,
+            seg_len,
+        }),
+    }
 }
 
 /// `lambda^(n-1-t) x_t M` for every t: the final state's gradient `M` (`[b, h, r, c]` fp32,

@@ -2,6 +2,9 @@
 //!
 //! The forward is one sweep; the backward is three sweeps of the same kernel with the
 //! roles of the tensors exchanged (the derivation is in [`crate::reference::backward`]).
+//! Where the sequence is segmented, each sweep needs the states entering its segments: the
+//! dq sweep's are the forward's transposed (the forward keeps them for it), and the dk and dv
+//! sweeps' are transposes of each other (one local pass and scan serve both).
 //! The decode step is its own small kernel.
 
 mod cmma;
@@ -9,11 +12,11 @@ mod decode;
 mod kernel;
 mod launch;
 
-use burn::tensor::{FloatDType, Shape, ops::FloatTensor, ops::FloatTensorOps};
+use burn::tensor::{DType, FloatDType, Shape, ops::FloatTensor, ops::FloatTensorOps};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use crate::{LightningBackend, LightningGrads, reference::Direction};
-use launch::{Sweep, state_grad, sweep};
+use launch::{Entering, Sweep, Swept, entering_shape, state_grad, sweep};
 
 impl<R, F, I, BT> LightningBackend for CubeBackend<R, F, I, BT>
 where
@@ -29,7 +32,26 @@ where
         slopes: FloatTensor<Self>,
         initial_state: Option<FloatTensor<Self>>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (o, state) = sweep(Sweep {
+        let (o, state, _) = Self::lightning_forward_kept(q, k, v, slopes, initial_state);
+        (o, state)
+    }
+
+    fn lightning_forward_kept(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+        initial_state: Option<FloatTensor<Self>>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+    ) {
+        let Swept {
+            out,
+            state,
+            entering,
+        } = sweep(Sweep {
             q,
             k,
             v,
@@ -37,8 +59,22 @@ where
             state: initial_state.map(fp32::<Self>),
             direction: Direction::Forward,
             write_state: true,
+            entering: None,
         });
-        (o, state.expect("the forward writes its state"))
+        (
+            out,
+            state.expect("the forward writes its state"),
+            entering.map(Entering::into_states),
+        )
+    }
+
+    fn lightning_kept_shape(
+        device: &Self::Device,
+        dtype: DType,
+        dims: [usize; 5],
+    ) -> Option<Shape> {
+        let client = R::client(device);
+        entering_shape(&client, dtype, dims).map(Shape::from)
     }
 
     fn lightning_backward(
@@ -48,11 +84,15 @@ where
         slopes: FloatTensor<Self>,
         initial_state: Option<FloatTensor<Self>>,
         grad_output: FloatTensor<Self>,
+        kept: Option<FloatTensor<Self>>,
     ) -> LightningGrads<Self> {
+        let [b, h, n, d] = q.meta.shape().dims::<4>();
+        let e = v.meta.shape()[3];
+        let (dtype, dims) = (q.dtype, [b, h, n, d, e]);
         let slopes = fp32::<Self>(slopes);
         let has_state = initial_state.is_some();
         let s0_t = initial_state.map(|s| Self::float_swap_dims(fp32::<Self>(s), 2, 3));
-        let (dq, _) = sweep(Sweep {
+        let dq = sweep(Sweep {
             q: grad_output.clone(),
             k: v.clone(),
             v: k.clone(),
@@ -60,8 +100,9 @@ where
             state: s0_t,
             direction: Direction::Forward,
             write_state: false,
+            entering: kept.map(|states| Entering::of_forward(states, dtype, dims)),
         });
-        let (dv, ds0) = sweep(Sweep {
+        let dv = sweep(Sweep {
             q: k,
             k: q.clone(),
             v: grad_output.clone(),
@@ -69,8 +110,9 @@ where
             state: None,
             direction: Direction::Backward,
             write_state: has_state,
+            entering: None,
         });
-        let (dk, _) = sweep(Sweep {
+        let dk = sweep(Sweep {
             q: v,
             k: grad_output,
             v: q,
@@ -78,12 +120,13 @@ where
             state: None,
             direction: Direction::Backward,
             write_state: false,
+            entering: dv.entering.map(Entering::transposed),
         });
         LightningGrads {
-            q: dq,
-            k: dk,
-            v: dv,
-            initial_state: ds0,
+            q: dq.out,
+            k: dk.out,
+            v: dv.out,
+            initial_state: dv.state,
         }
     }
     fn lightning_state_backward(

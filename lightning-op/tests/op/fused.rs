@@ -1,9 +1,9 @@
 //! The fused CubeCL kernels (WGPU; lavapipe in CI) against the reference.
 
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
-use burn::backend::{NdArray, Wgpu};
-use burn::tensor::Tensor;
-use lightning_op::{lightning_attention, lightning_attention_with_state};
+use burn::backend::{Autodiff, NdArray, Wgpu};
+use burn::tensor::{DType, Tensor};
+use lightning_op::{LightningBackend, lightning_attention, lightning_attention_with_state};
 use proptest::prelude::*;
 
 use lightning_op::oracle::{Problem, host, problem, rel_err, tensor};
@@ -53,6 +53,44 @@ fn cube_backend_without_fusion_matches_reference() {
     let (ref_o, ref_s) = forward::<NdArray>(&p);
     assert!(rel_err(&cube_o, &ref_o) < 1e-4);
     assert!(rel_err(&cube_s, &ref_s) < 1e-4);
+}
+
+/// `Autodiff` over the plain `CubeBackend` (the DDP training backend), on a sequence long
+/// enough to run in segments: the forward keeps the states entering them, which the
+/// backward's dq sweep reads instead of its own scan, and the gradients still match.
+#[test]
+fn unfused_backward_reuses_the_forwards_segment_states() {
+    type Cube = CubeBackend<WgpuRuntime, f32, i32, u32>;
+    let [b, h, n, d] = [1, 2, 1000, 32];
+    let p = problem([b, h, n, d, d], 11, true);
+    let dev = Default::default();
+    let kept = Cube::lightning_kept_shape(&dev, DType::F32, [b, h, n, d, d])
+        .expect("few cubes over a long sequence: segmented");
+    let (_, _, got) = Cube::lightning_forward_kept(
+        tensor::<Cube, 4>(&p.q, [b, h, n, d], &dev)
+            .into_primitive()
+            .tensor(),
+        tensor::<Cube, 4>(&p.k, [b, h, n, d], &dev)
+            .into_primitive()
+            .tensor(),
+        tensor::<Cube, 4>(&p.v, [b, h, n, d], &dev)
+            .into_primitive()
+            .tensor(),
+        tensor::<Cube, 1>(&p.slopes, [h], &dev)
+            .into_primitive()
+            .tensor(),
+        None,
+    );
+    let got = got.expect("the forward keeps its segment states");
+    assert_eq!(got.meta.shape(), &kept);
+    let dims = kept.as_slice();
+    assert!(dims[0] > 1 && dims[1..] == [b, h, d, d], "kept {kept:?}");
+    assert_close(
+        &run_f32::<Autodiff<Cube>>(&p),
+        &run_f32::<Reference>(&p),
+        1e-4,
+        "unfused autodiff, segmented",
+    );
 }
 
 fn forward<B: lightning_op::LightningBackend>(p: &Problem) -> (Vec<f64>, Vec<f64>) {

@@ -511,26 +511,22 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         C::wait(&gate);
         let next = t0 + BLK;
         if comptime!(g.double) {
-            if next < seg_end {
-                let at = (1usize - half) * set;
-                let mn = min(BLK, seg_end - next);
-                load_block::<F, N, C>(
-                    k,
-                    k,
-                    v,
-                    &mut raw,
-                    at,
-                    next,
-                    mn,
-                    dcap,
-                    vec,
-                    reverse,
-                    false,
-                    g,
-                    g.everyone(),
-                );
-                C::commit(&gate);
-            }
+            load_ahead::<F, N, C>(
+                k,
+                k,
+                v,
+                &mut raw,
+                &gate,
+                half,
+                next,
+                seg_end,
+                dcap,
+                vec,
+                reverse,
+                false,
+                g,
+                g.everyone(),
+            );
         }
         let at = half * set;
         if comptime!(!ptx) {
@@ -674,6 +670,8 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     // place: a block's decay `lambda^m` goes into the scale of its K rows (and the next Q
     // rows) instead of a pass over the whole fp32 state, for as long as the growth
     // `lambda^-(tau + m)` stays below `e^fold_limit`, which the launch picks per dtype.
+    // This warp's score tile (warps from `S_TILES` on make none).
+    let (srow, scol) = lower_tile(warp);
     let mut tau = 0u32;
     let mut t0 = seg_start;
     let mut half = 0usize;
@@ -715,26 +713,22 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         let next = t0 + BLK;
         // The warps past the score tiles copy the next block while the others make S.
         if comptime!(g.double) {
-            if next < seg_end && unit >= comptime!(g.past_scores().first) {
-                let mn = min(BLK, seg_end - next);
-                let at = (1usize - half) * set;
-                load_block::<F, N, C>(
-                    q,
-                    k,
-                    v,
-                    &mut raw,
-                    at,
-                    next,
-                    mn,
-                    dcap,
-                    vec,
-                    reverse,
-                    true,
-                    g,
-                    g.past_scores(),
-                );
-                C::commit(&gate);
-            }
+            load_ahead::<F, N, C>(
+                q,
+                k,
+                v,
+                &mut raw,
+                &gate,
+                half,
+                next,
+                seg_end,
+                dcap,
+                vec,
+                reverse,
+                true,
+                g,
+                g.past_scores(),
+            );
         }
         let qa = half * set;
         let ka = qa + BLK * qks;
@@ -757,26 +751,25 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
         // 1. S = Q K^T on the tiles at or below the diagonal, one per warp.
         if warp < S_TILES {
-            let (ti, tj) = lower_tile(warp);
             let mut acc = M::zero();
             #[unroll]
             for kk in 0..comptime!(dcap / T) {
                 product::<F, M, Vector<F, N>, Vector<F, N>>(
                     &mut acc,
                     &raw,
-                    qa + ti * T * qks + kk * T,
+                    qa + srow * T * qks + kk * T,
                     comptime!(rows(qks, vec)),
                     &raw,
-                    ka + tj * T * qks + kk * T,
+                    ka + scol * T * qks + kk * T,
                     comptime!(cols(qks, vec)),
                 );
             }
             if comptime!(ptx) {
                 // 2. (manual MMA) P = S * M on the tile's registers, in the storage type.
-                M::decay_mask(&mut acc, &decay, (ti - tj) * T);
-                M::store_cast(&mut ps, &acc, ti * T * PS + tj * T, PS);
+                M::decay_mask(&mut acc, &decay, (srow - scol) * T);
+                M::store_cast(&mut ps, &acc, srow * T * PS + scol * T, PS);
             } else {
-                M::store(&mut ss, &acc, ti * T * SS + tj * T, SS);
+                M::store(&mut ss, &acc, srow * T * SS + scol * T, SS);
             }
         }
         sync_cube();
@@ -1029,6 +1022,37 @@ fn load_block<F: Float, N: Size, C: Copier>(
         reverse,
         crew,
     );
+}
+
+/// With two buffers of rows: block `next` (if it is before `end`) into the buffer the block
+/// before used, copied by the units of `crew` while the others compute (the caller has
+/// waited for that block, so every warp is done with its buffer).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_ahead<F: Float, N: Size, C: Copier>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    raw: &mut SharedMemory<Vector<F, N>>,
+    gate: &C::Gate,
+    half: usize,
+    next: usize,
+    end: usize,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+    #[comptime] with_q: bool,
+    #[comptime] g: Geometry,
+    #[comptime] crew: Crew,
+) {
+    if next < end && UNIT_POS as usize >= comptime!(crew.first) {
+        let m = min(BLK, end - next);
+        let at = (1usize - half) * comptime!(g.raw_set(dcap, with_q));
+        load_block::<F, N, C>(
+            q, k, v, raw, at, next, m, dcap, vec, reverse, with_q, g, crew,
+        );
+        C::commit(gate);
+    }
 }
 
 /// With one buffer of rows: block `next` (if it is before `end`) into it once every warp is
