@@ -135,6 +135,7 @@ pub struct Crew {
 pub fn load_rows<F: Float, N: Size, C: Copier>(
     src: &Tensor<Vector<F, N>>,
     base: usize,
+    n: usize,
     width: usize,
     c0: usize,
     t0: usize,
@@ -149,7 +150,6 @@ pub fn load_rows<F: Float, N: Size, C: Copier>(
 ) {
     let units = comptime!(crew.units);
     let unit = UNIT_POS as usize - crew.first;
-    let n = src.shape(2);
     let row_vecs = comptime!(cols / vec);
     // Indices in vectors: every offset and stride here is a multiple of `vec`.
     let (width_v, c0_v, base_v, at_v) = (width / vec, c0 / vec, base / vec, at / vec);

@@ -67,7 +67,8 @@ pub trait TensorCore<F: Float> {
         b: &Self::Rhs,
     );
 
-    /// Row `k` of `b` times `w[at + k]` (in fp32, rounded once). Manual MMA only.
+    /// Row `k` of `b` times `w[at + k]`, the weight rounded to `F` and multiplied two
+    /// lanes at a time (`HMUL2`). Manual MMA only.
     fn weight_rhs(b: &mut Self::Rhs, w: &SharedMemory<f32>, at: usize);
 
     /// Row `r` of `acc` times `w[at + r]`. Manual MMA only.
@@ -405,11 +406,11 @@ impl<F: Float> TensorCore<F> for Ptx {
         #[unroll]
         for j in 0..ITEMS {
             // Rows `2 (l % 4) + 8 j` and the next, in both halves.
-            let wj = w[k + 4 * j];
+            let wj = Vector::<F, Const<2>>::cast_from(w[k + 4 * j]);
             #[unroll]
             for half in 0..ITEMS {
                 let r = 2 * half + j;
-                b[r] = Vector::cast_from(Vector::<f32, Const<2>>::cast_from(b[r]) * wj);
+                b[r] *= wj;
             }
         }
     }

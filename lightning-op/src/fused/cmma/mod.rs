@@ -459,6 +459,8 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
     let n = k.shape(2);
+    // Read once: in the block loop they were global loads on every block's copy (ncu, v19).
+    let sizes = (n, k.shape(3), v.shape(3));
     let seg_start = CUBE_POS_Z as usize * seg_len;
     let seg_end = min(n, seg_start + seg_len);
     let slope = slopes[bh % k.shape(1)];
@@ -492,6 +494,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         0usize,
         t0,
         first,
+        sizes,
         dcap,
         vec,
         reverse,
@@ -520,6 +523,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 half,
                 next,
                 seg_end,
+                sizes,
                 dcap,
                 vec,
                 reverse,
@@ -549,7 +553,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             half = 1usize - half;
         } else {
             load_after::<F, N, C>(
-                k, k, v, &mut raw, &gate, next, seg_end, dcap, vec, reverse, false, g,
+                k, k, v, &mut raw, &gate, next, seg_end, sizes, dcap, vec, reverse, false, g,
             );
         }
         t0 = next;
@@ -592,6 +596,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let n = q.shape(2);
     let dqk = q.shape(3);
     let dv = v.shape(3);
+    let sizes = (n, dqk, dv);
     let head = bh % heads;
     let batch = bh / heads;
     let seg_start = segment * seg_len;
@@ -685,6 +690,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         0usize,
         t0,
         first,
+        sizes,
         dcap,
         vec,
         reverse,
@@ -722,6 +728,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 half,
                 next,
                 seg_end,
+                sizes,
                 dcap,
                 vec,
                 reverse,
@@ -909,7 +916,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             half = 1usize - half;
         } else {
             load_after::<F, N, C>(
-                q, k, v, &mut raw, &gate, next, seg_end, dcap, vec, reverse, true, g,
+                q, k, v, &mut raw, &gate, next, seg_end, sizes, dcap, vec, reverse, true, g,
             );
         }
         t0 = next;
@@ -961,6 +968,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
     at: usize,
     t0: usize,
     m: usize,
+    sizes: (usize, usize, usize),
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
@@ -970,13 +978,14 @@ fn load_block<F: Float, N: Size, C: Copier>(
 ) {
     let qks = comptime!(qk_stride(dcap));
     let bh = CUBE_POS_Y as usize;
-    let (n, dqk, dv) = (k.shape(2), k.shape(3), v.shape(3));
+    let (n, dqk, dv) = sizes;
     let c0 = CUBE_POS_X as usize * g.ev;
     let mut ka = at;
     if comptime!(with_q) {
         load_rows::<F, N, C>(
             q,
             bh * n * dqk,
+            n,
             dqk,
             0,
             t0,
@@ -995,6 +1004,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
     load_rows::<F, N, C>(
         k,
         bh * n * dqk,
+        n,
         dqk,
         0,
         t0,
@@ -1010,6 +1020,7 @@ fn load_block<F: Float, N: Size, C: Copier>(
     load_rows::<F, N, C>(
         v,
         bh * n * dv,
+        n,
         dv,
         c0,
         t0,
@@ -1038,6 +1049,7 @@ fn load_ahead<F: Float, N: Size, C: Copier>(
     half: usize,
     next: usize,
     end: usize,
+    sizes: (usize, usize, usize),
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
@@ -1049,7 +1061,7 @@ fn load_ahead<F: Float, N: Size, C: Copier>(
         let m = min(BLK, end - next);
         let at = (1usize - half) * comptime!(g.raw_set(dcap, with_q));
         load_block::<F, N, C>(
-            q, k, v, raw, at, next, m, dcap, vec, reverse, with_q, g, crew,
+            q, k, v, raw, at, next, m, sizes, dcap, vec, reverse, with_q, g, crew,
         );
         C::commit(gate);
     }
@@ -1067,6 +1079,7 @@ fn load_after<F: Float, N: Size, C: Copier>(
     gate: &C::Gate,
     next: usize,
     end: usize,
+    sizes: (usize, usize, usize),
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] reverse: bool,
@@ -1084,6 +1097,7 @@ fn load_after<F: Float, N: Size, C: Copier>(
             0usize,
             next,
             m,
+            sizes,
             dcap,
             vec,
             reverse,
