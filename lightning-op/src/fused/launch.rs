@@ -69,6 +69,7 @@ impl<R: CubeRuntime> Entering<R> {
         .transposed()
     }
 
+    /// The states alone, as the forward hands them to its backward (`kept`).
     pub fn into_states(self) -> CubeTensor<R> {
         self.states
     }
@@ -383,7 +384,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
         // Without a state the kernel never reads `state_in`: any fp32 tensor fills the slot.
         let has_state = state_in.is_some();
         let state_in = state_in.unwrap_or(&slopes).clone();
-        let count = CubeCount::Static(slices as u32, rows as u32, segments as u32);
+        let count = |slices: usize| CubeCount::Static(slices as u32, rows as u32, segments as u32);
         let dtype = out.dtype.into();
         // SAFETY: every index the kernels form is bounded by the shapes above (rows and
         // columns past n, dqk or dv are masked); `check_mode = "validate"` confirms it.
@@ -391,7 +392,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
             match kernel {
                 Kernel::Scalar(tiles) => sweep_kernel::launch_unchecked::<R>(
                     &client,
-                    count,
+                    count(slices),
                     cube_dim,
                     q.clone().into_tensor_arg(),
                     k.clone().into_tensor_arg(),
@@ -412,31 +413,37 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                     dcap,
                     ptx,
                     geometry,
-                } => sweep_cmma_kernel::launch_unchecked::<R>(
-                    &client,
-                    count,
-                    cube_dim,
-                    vec,
-                    q.clone().into_tensor_arg(),
-                    k.clone().into_tensor_arg(),
-                    v.clone().into_tensor_arg(),
-                    slopes.clone().into_tensor_arg(),
-                    state_in.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    state_out.clone().into_tensor_arg(),
-                    seg_len,
-                    cmma::fold_limit(q.dtype),
-                    dcap,
-                    vec,
-                    mode,
-                    has_state,
-                    write_state,
-                    reverse,
-                    prefetch,
-                    ptx,
-                    geometry,
-                    dtype,
-                ),
+                } => {
+                    let geometry = match mode {
+                        Mode::State if ptx => geometry.local(dv),
+                        _ => geometry,
+                    };
+                    sweep_cmma_kernel::launch_unchecked::<R>(
+                        &client,
+                        count(dv.div_ceil(geometry.ev)),
+                        cube_dim,
+                        vec,
+                        q.clone().into_tensor_arg(),
+                        k.clone().into_tensor_arg(),
+                        v.clone().into_tensor_arg(),
+                        slopes.clone().into_tensor_arg(),
+                        state_in.into_tensor_arg(),
+                        out.clone().into_tensor_arg(),
+                        state_out.clone().into_tensor_arg(),
+                        seg_len,
+                        cmma::fold_limit(q.dtype),
+                        dcap,
+                        vec,
+                        mode,
+                        has_state,
+                        write_state,
+                        reverse,
+                        prefetch,
+                        ptx,
+                        geometry,
+                        dtype,
+                    )
+                }
             }
         }
     };

@@ -88,6 +88,20 @@ impl Geometry {
         double: false,
     };
 
+    /// The local-state pass's shape. It makes no scores and keeps no snapshot, so with
+    /// manual MMA and two buffers of rows (CUDA) a cube can hold a whole 128-column state
+    /// (eight tiles per warp): K is then read once per head instead of once per value slice.
+    pub const fn local(self, dv: usize) -> Geometry {
+        if self.double && dv > self.ev {
+            Geometry {
+                ev: LOCAL_EV,
+                ..self
+            }
+        } else {
+            self
+        }
+    }
+
     const fn units(self) -> usize {
         32 * self.warps
     }
@@ -153,8 +167,12 @@ fn lower_tile(k: usize) -> (usize, usize) {
     (r, k - r * (r + 1) / 2)
 }
 
+/// Value columns per cube of the local-state pass on the wide geometry ([`Geometry::local`]).
+const LOCAL_EV: usize = 128;
+
 // `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
 // warps`) must sit in the same column of tiles.
+const _: () = assert!(Geometry::WIDE.warps % (LOCAL_EV / T) == 0);
 const _: () = assert!(Geometry::WIDE.warps % (Geometry::WIDE.ev / T) == 0);
 const _: () = assert!(Geometry::COMPACT.warps % (Geometry::COMPACT.ev / T) == 0);
 
