@@ -415,7 +415,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                     geometry,
                 } => {
                     let geometry = match mode {
-                        Mode::State if ptx => geometry.local(dv),
+                        Mode::State if ptx => geometry.local(dcap, dv),
                         _ => geometry,
                     };
                     sweep_cmma_kernel::launch_unchecked::<R>(

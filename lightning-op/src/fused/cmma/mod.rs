@@ -90,9 +90,11 @@ impl Geometry {
 
     /// The local-state pass's shape. It makes no scores and keeps no snapshot, so with
     /// manual MMA and two buffers of rows (CUDA) a cube can hold a whole 128-column state
-    /// (eight tiles per warp): K is then read once per head instead of once per value slice.
-    pub const fn local(self, dv: usize) -> Geometry {
-        if self.double && dv > self.ev {
+    /// (eight tiles per warp): K is then read once per head instead of once per value slice
+    /// (H200, (1,16,64K): 187 -> 158 us, at 128 registers). Not past `dcap = 128`: sixteen
+    /// tiles per warp would not fit in registers.
+    pub const fn local(self, dcap: usize, dv: usize) -> Geometry {
+        if self.double && dv > self.ev && dcap <= LOCAL_EV {
             Geometry {
                 ev: LOCAL_EV,
                 ..self
