@@ -256,6 +256,8 @@ fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usiz
 /// later sweep can tell whether an earlier one's segment states fit it).
 struct Plan {
     kernel: Kernel,
+    /// Value slices per head, one cube each.
+    slices: usize,
     /// Output segments, each `seg_len` tokens (the last one shorter) ...
     segments: usize,
     seg_len: usize,
@@ -285,6 +287,7 @@ impl Plan {
         let seg_len = local_len * split;
         Plan {
             kernel,
+            slices,
             segments: n.div_ceil(seg_len),
             seg_len,
             split,
@@ -356,13 +359,13 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
     let props = &client.properties().hardware;
     let Plan {
         kernel,
+        slices,
         segments,
         split,
         local_len,
         seg_len,
     } = Plan::new(&client, q.dtype, [b, h, n, dqk, dv]);
     let cube_dim = kernel.cube_dim(props.max_units_per_cube);
-    let slices = dv.div_ceil(kernel.value_slice());
     let rows = b * h;
     // Widest access that divides both head dims (the tensors are contiguous) and that the
     // target has: Vulkan's SPIR-V and WGSL have no vectors wider than 4.
