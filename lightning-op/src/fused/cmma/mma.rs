@@ -381,7 +381,7 @@ impl<F: Float> TensorCore<F> for Ptx {
         at: usize,
         #[comptime] op: Operand,
     ) -> Array<Vector<F, Const<2>>> {
-        ptx_operand::<F, V>(b, at, MatrixIdent::B, op)
+        ptx_load_rhs::<F, V>(b, at, op)
     }
 
     fn mma_rhs<A: CubePrimitive>(
@@ -391,10 +391,7 @@ impl<F: Float> TensorCore<F> for Ptx {
         #[comptime] a_op: Operand,
         b: &Array<Vector<F, Const<2>>>,
     ) {
-        let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
-        let ra = ptx_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
-        def.execute_inplace(&ra, &half_b::<F>(b, 0usize), &mut acc.lo);
-        def.execute_inplace(&ra, &half_b::<F>(b, 1usize), &mut acc.hi);
+        ptx_mma::<F>(acc, &ptx_load_lhs::<F, A>(a, a_at, a_op), b);
     }
 
     fn weight_rhs(b: &mut Array<Vector<F, Const<2>>>, w: &SharedMemory<f32>, at: usize) {
@@ -464,11 +461,122 @@ impl<F: Float> TensorCore<F> for Ptx {
         _scratch: usize,
         #[comptime] _stride: usize,
     ) {
-        let s = Vector::<f32, Const<2>>::new(s);
+        ptx_scale(acc, s);
+    }
+}
+
+// Manual MMA's own operations, for the output pass that keeps the state as an operand in
+// registers ([`super::stationary`]): they rely on the fragments' positions, which the
+// [`TensorCore`] form leaves to each implementation.
+
+/// A 16x16 A operand in registers: four pairs of the storage type.
+pub type PtxLhs<F> = Array<Vector<F, Const<2>>>;
+
+/// `acc <- s acc`.
+#[cube]
+pub fn ptx_scale(acc: &mut PtxAcc, s: f32) {
+    let s = Vector::<f32, Const<2>>::new(s);
+    #[unroll]
+    for i in 0..ITEMS {
+        acc.lo[i] = acc.lo[i] * s;
+        acc.hi[i] = acc.hi[i] * s;
+    }
+}
+
+/// The B operand tile of `b` from element `at`.
+#[cube]
+pub fn ptx_load_rhs<F: Float, V: CubePrimitive>(
+    b: &SharedMemory<V>,
+    at: usize,
+    #[comptime] op: Operand,
+) -> Array<Vector<F, Const<2>>> {
+    ptx_operand::<F, V>(b, at, MatrixIdent::B, op)
+}
+
+/// The A operand tile of `a` from element `at`.
+#[cube]
+pub fn ptx_load_lhs<F: Float, V: CubePrimitive>(
+    a: &SharedMemory<V>,
+    at: usize,
+    #[comptime] op: Operand,
+) -> PtxLhs<F> {
+    ptx_operand::<F, V>(a, at, MatrixIdent::A, op)
+}
+
+/// `acc += A B`, both operands in registers.
+#[cube]
+pub fn ptx_mma<F: Float>(acc: &mut PtxAcc, a: &PtxLhs<F>, b: &Array<Vector<F, Const<2>>>) {
+    let def = MmaDefinition::<F, F, f32>::new(T, T / 2, T);
+    def.execute_inplace(a, &half_b::<F>(b, 0usize), &mut acc.lo);
+    def.execute_inplace(a, &half_b::<F>(b, 1usize), &mut acc.hi);
+}
+
+/// An accumulator tile, rounded to `F`, as the A operand of a further product (its columns
+/// become k). The accumulator's layout (rows `l / 4` and `l / 4 + 8`, columns `2 (l % 4)`
+/// and the next, in two halves) is the A operand's, register for register, so the tile
+/// never passes through shared memory.
+#[cube]
+pub fn ptx_lhs_of<F: Float>(acc: &PtxAcc) -> PtxLhs<F> {
+    let mut a = Array::<Vector<F, Const<2>>>::new(REGS);
+    a[0] = Vector::cast_from(acc.lo[0]);
+    a[1] = Vector::cast_from(acc.lo[1]);
+    a[2] = Vector::cast_from(acc.hi[0]);
+    a[3] = Vector::cast_from(acc.hi[1]);
+    a
+}
+
+/// Column `k` of the A operand `a` times `w[at + k]`, as [`TensorCore::weight_rhs`] weights
+/// B's rows: registers `0, 1` hold k `2 (l % 4)` and the next, registers `2, 3` those plus 8.
+#[cube]
+pub fn ptx_weight_lhs<F: Float>(a: &mut PtxLhs<F>, w: &SharedMemory<f32>, at: usize) {
+    let w = w
+        .slice(at, at + T)
+        .into_vectorized()
+        .with_vector_size::<Const<2>>();
+    let k = lane() % 4;
+    #[unroll]
+    for half in 0..ITEMS {
+        let wk = Vector::<F, Const<2>>::cast_from(w[k + 4 * half]);
         #[unroll]
         for i in 0..ITEMS {
-            acc.lo[i] = acc.lo[i] * s;
-            acc.hi[i] = acc.hi[i] * s;
+            a[2 * half + i] *= wk;
+        }
+    }
+}
+
+/// Column `c` of `acc` times `w[at + c]`.
+#[cube]
+pub fn ptx_scale_cols(acc: &mut PtxAcc, w: &SharedMemory<f32>, at: usize) {
+    let w = w
+        .slice(at, at + T)
+        .into_vectorized()
+        .with_vector_size::<Const<2>>();
+    let k = lane() % 4;
+    let (lo, hi) = (w[k], w[k + 4]);
+    #[unroll]
+    for i in 0..ITEMS {
+        acc.lo[i] = acc.lo[i] * lo;
+        acc.hi[i] = acc.hi[i] * hi;
+    }
+}
+
+/// The tile's transpose, rounded to `O`, into shared rows `stride` apart from element `at`:
+/// element `(r, c)` to `at + c stride + r`, one element per store.
+#[cube]
+pub fn ptx_store_transposed<O: Float>(
+    dst: &mut SharedMemory<O>,
+    acc: &PtxAcc,
+    at: usize,
+    #[comptime] stride: usize,
+) {
+    let lane = lane();
+    let (r, c) = (lane / 4, 2 * (lane % 4));
+    #[unroll]
+    for i in 0..ITEMS {
+        #[unroll]
+        for e in 0..2usize {
+            dst[at + (c + e) * stride + r + 8 * i] = O::cast_from(acc.lo[i][e]);
+            dst[at + (c + 8 + e) * stride + r + 8 * i] = O::cast_from(acc.hi[i][e]);
         }
     }
 }

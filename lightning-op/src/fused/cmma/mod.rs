@@ -29,6 +29,7 @@ use cubecl::prelude::*;
 
 mod load;
 mod mma;
+mod stationary;
 
 use super::kernel::{Mode, entering_state, time_index};
 use load::{AsyncCopy, Copier, Crew, Scale, Synchronous, load_rows, row_weight, scale_rows};
@@ -102,6 +103,12 @@ impl Geometry {
         } else {
             self
         }
+    }
+
+    /// Whether `Mode::Output` keeps the state as an operand in registers ([`stationary`]):
+    /// with manual MMA, two buffers of rows and `dcap` up to [`stationary::MAX_DCAP`].
+    pub const fn stationary(self, dcap: usize) -> bool {
+        self.double && dcap <= stationary::MAX_DCAP
     }
 
     const fn units(self) -> usize {
@@ -242,40 +249,143 @@ const fn cols(stride: usize, vec: usize) -> Operand {
     }
 }
 
+/// How a cube's `[dcap, ev]` state slice is dealt out to its warps' accumulator tiles.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Layout {
+    /// Tile `warp + s warps` of the slice (`ev / T` per row of tiles), every warp holding
+    /// some: [`outputs`] and [`local_state`].
+    Spread,
+    /// Warp `j < ev / T` holds value columns `j T ..` for every d, transposed (rows e,
+    /// columns d), slot `s` the d rows `s T ..`: [`stationary`].
+    Stationary,
+}
+
+impl Layout {
+    /// Accumulator tiles per warp.
+    const fn slots(self, dcap: usize, g: Geometry) -> usize {
+        match self {
+            Layout::Spread => (dcap / T * g.ev / T).div_ceil(g.warps),
+            Layout::Stationary => dcap / T,
+        }
+    }
+}
+
+/// Slot `s` of this warp's state tiles: whether it holds one, and that tile's first state
+/// row (d) and column (e) in the cube's slice.
+#[cube]
+fn slot(
+    s: usize,
+    #[comptime] layout: Layout,
+    #[comptime] dcap: usize,
+    #[comptime] g: Geometry,
+) -> (bool, usize, usize) {
+    let warp = UNIT_POS_Y as usize;
+    let v_tiles = comptime!(g.ev / T);
+    if comptime!(layout == Layout::Spread) {
+        let tile = warp + s * g.warps;
+        (
+            within(tile, comptime!(dcap / T * g.ev / T), g.warps),
+            (tile / v_tiles) * T,
+            (tile % v_tiles) * T,
+        )
+    } else {
+        (warp < v_tiles, s * T, warp * T)
+    }
+}
+
+/// Element `idx` (row-major) of a tile at `(d0, e0)`: its state row and column.
+#[cube]
+fn tile_element(idx: usize, d0: usize, e0: usize, #[comptime] layout: Layout) -> (usize, usize) {
+    if comptime!(layout == Layout::Spread) {
+        (d0 + idx / T, e0 + idx % T)
+    } else {
+        (d0 + idx % T, e0 + idx / T)
+    }
+}
+
+/// `count` zero accumulator tiles.
+#[cube]
+fn zeros<F: Float, M: TensorCore<F>>(#[comptime] count: usize) -> Sequence<M::Acc> {
+    let mut accs = Sequence::<M::Acc>::new();
+    #[unroll]
+    for _ in 0..count {
+        accs.push(M::zero());
+    }
+    accs
+}
+
+/// The state entering this cube's segment of `(batch, head)`, from `state_in` (see
+/// [`entering_state`]), into the warp's tiles, each through its fp32 scratch tile at
+/// `scratch`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_state<F: Float, M: TensorCore<F>>(
+    accs: &mut Sequence<M::Acc>,
+    ss: &mut SharedMemory<f32>,
+    scratch: usize,
+    state_in: &Tensor<f32>,
+    batch_head: (usize, usize),
+    sizes: (usize, usize, usize),
+    #[comptime] layout: Layout,
+    #[comptime] dcap: usize,
+    #[comptime] g: Geometry,
+) {
+    let lane = UNIT_POS_X as usize;
+    let (_, dqk, dv) = sizes;
+    let (batch, head) = batch_head;
+    let c0 = CUBE_POS_X as usize * g.ev;
+    #[unroll]
+    for s in 0..comptime!(layout.slots(dcap, g)) {
+        let (held, d0, e0) = slot(s, layout, dcap, g);
+        if held {
+            #[unroll]
+            for e in 0..T * T / 32 {
+                let idx = lane + e * 32;
+                let (row, col) = tile_element(idx, d0, e0, layout);
+                let mut init = 0.0f32;
+                if row < dqk && c0 + col < dv {
+                    init =
+                        entering_state(state_in, CUBE_POS_Z as usize, batch, head, row, c0 + col);
+                }
+                ss[scratch + (idx / T) * XS + idx % T] = init;
+            }
+            sync_plane();
+            M::load(accs.index_mut(s), ss, scratch, XS);
+            sync_plane();
+        }
+    }
+}
+
 /// The warp's state tiles, times `scale`, to their place in `state_out` `[S, B, H, dqk, dv]`
 /// (segment `CUBE_POS_Z`), each through the warp's fp32 scratch tile at `scratch`: a
 /// fragment's elements are only reachable through shared memory, and a tile at a time keeps
 /// that to `SCRATCH` floats per warp instead of a staged `[dcap, ev]` slice.
 #[cube]
+#[allow(clippy::too_many_arguments)]
 fn store_state<F: Float, M: TensorCore<F>>(
     accs: &Sequence<M::Acc>,
     ss: &mut SharedMemory<f32>,
     scratch: usize,
     state_out: &mut Tensor<f32>,
     scale: f32,
+    #[comptime] layout: Layout,
     #[comptime] dcap: usize,
     #[comptime] g: Geometry,
 ) {
-    let warp = UNIT_POS_Y as usize;
     let lane = UNIT_POS_X as usize;
     let (dqk, dv) = (state_out.shape(3), state_out.shape(4));
     let c0 = CUBE_POS_X as usize * g.ev;
     let base = (CUBE_POS_Z as usize * CUBE_COUNT_Y as usize + CUBE_POS_Y as usize) * dqk;
-    let v_tiles = comptime!(g.ev / T);
-    let tiles = comptime!(dcap / T * g.ev / T);
     #[unroll]
-    for s in 0..comptime!(tiles.div_ceil(g.warps)) {
-        let tile = warp + s * g.warps;
-        if within(tile, tiles, g.warps) {
+    for s in 0..comptime!(layout.slots(dcap, g)) {
+        let (held, d0, e0) = slot(s, layout, dcap, g);
+        if held {
             M::store(ss, accs.index(s), scratch, XS);
             sync_plane();
-            let r0 = (tile / v_tiles) * T;
-            let col0 = (tile % v_tiles) * T;
             #[unroll]
             for e in 0..T * T / 32 {
                 let idx = lane + e * 32;
-                let row = r0 + idx / T;
-                let col = col0 + idx % T;
+                let (row, col) = tile_element(idx, d0, e0, layout);
                 if row < dqk && c0 + col < dv {
                     state_out[(base + row) * dv + c0 + col] =
                         ss[scratch + (idx / T) * XS + idx % T] * scale;
@@ -325,7 +435,25 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         g: geometry,
     });
     if comptime!(prefetch) {
-        if comptime!(ptx) {
+        if comptime!(ptx && mode == Mode::Output && geometry.stationary(dcap)) {
+            stationary::outputs::<F, N, AsyncCopy>(
+                q,
+                k,
+                v,
+                slopes,
+                state_in,
+                out,
+                state_out,
+                seg_len,
+                fold_limit,
+                dcap,
+                vec,
+                has_state,
+                write_state,
+                reverse,
+                geometry,
+            );
+        } else if comptime!(ptx) {
             sweep::<F, N, AsyncCopy, Ptx>(
                 q, k, v, slopes, state_in, out, state_out, seg_len, fold_limit, flags,
             );
@@ -495,13 +623,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 1, g)), ALIGN);
     let gate = C::create();
 
-    let tiles = comptime!(dcap / T * g.ev / T);
-    let per_warp = comptime!(tiles.div_ceil(g.warps));
-    let mut accs = Sequence::<M::Acc>::new();
-    #[unroll]
-    for _ in 0..per_warp {
-        accs.push(M::zero());
-    }
+    let mut accs = zeros::<F, M>(comptime!(Layout::Spread.slots(dcap, g)));
 
     let mut t0 = seg_start;
     let mut half = 0usize;
@@ -579,7 +701,16 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         t0 = next;
     }
 
-    store_state::<F, M>(&accs, &mut ss, warp * SCRATCH, state_out, 1.0, dcap, g);
+    store_state::<F, M>(
+        &accs,
+        &mut ss,
+        warp * SCRATCH,
+        state_out,
+        1.0,
+        Layout::Spread,
+        dcap,
+        g,
+    );
 }
 
 /// `Mode::Output`: steps 1-4 of the module docs for every block of the segment, from the
@@ -609,7 +740,6 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let unit = UNIT_POS as usize;
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
-    let c0 = CUBE_POS_X as usize * g.ev;
     let segment = CUBE_POS_Z as usize;
 
     let heads = q.shape(1);
@@ -652,35 +782,28 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     // fragments for the whole sweep, so no block reads or writes it in shared memory.
     let tiles = comptime!(dcap / T * g.ev / T);
     let per_warp = comptime!(tiles.div_ceil(g.warps));
-    let lane = UNIT_POS_X as usize;
     let scratch = warp * SCRATCH;
-    let mut accs = Sequence::<M::Acc>::new();
-    #[unroll]
-    for _ in 0..per_warp {
-        accs.push(M::zero());
-    }
+    let mut accs = zeros::<F, M>(per_warp);
     if has_state {
+        load_state::<F, M>(
+            &mut accs,
+            &mut ss,
+            scratch,
+            state_in,
+            (batch, head),
+            sizes,
+            Layout::Spread,
+            dcap,
+            g,
+        );
+        // The first block's inter term reads the state from its snapshot.
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
             if within(tile, tiles, g.warps) {
-                let r0 = (tile / v_tiles) * T;
-                let col0 = (tile % v_tiles) * T;
-                #[unroll]
-                for e in 0..T * T / 32 {
-                    let idx = lane + e * 32;
-                    let row = r0 + idx / T;
-                    let col = col0 + idx % T;
-                    let mut init = 0.0f32;
-                    if row < dqk && c0 + col < dv {
-                        init = entering_state(state_in, segment, batch, head, row, c0 + col);
-                    }
-                    ss[scratch + (idx / T) * XS + idx % T] = init;
-                    kvb[row * vs + col] = F::cast_from(init);
-                }
-                sync_plane();
-                M::load(accs.index_mut(s), &ss, scratch, XS);
-                sync_plane();
+                let r = tile / v_tiles;
+                let c = tile % v_tiles;
+                M::store_cast(&mut kvb, accs.index(s), r * T * vs + c * T, vs);
             }
         }
     } else {
@@ -778,26 +901,18 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
         // 1. S = Q K^T on the tiles at or below the diagonal, one per warp.
         if warp < S_TILES {
-            let mut acc = M::zero();
-            #[unroll]
-            for kk in 0..comptime!(dcap / T) {
-                product::<F, M, Vector<F, N>, Vector<F, N>>(
-                    &mut acc,
-                    &raw,
-                    qa + srow * T * qks + kk * T,
-                    comptime!(rows(qks, vec)),
-                    &raw,
-                    ka + scol * T * qks + kk * T,
-                    comptime!(cols(qks, vec)),
-                );
-            }
-            if comptime!(ptx) {
-                // 2. (manual MMA) P = S * M on the tile's registers, in the storage type.
-                M::decay_mask(&mut acc, &decay, (srow - scol) * T);
-                M::store_cast(&mut ps, &acc, srow * T * PS + scol * T, PS);
-            } else {
-                M::store(&mut ss, &acc, srow * T * SS + scol * T, SS);
-            }
+            score_tile::<F, N, M>(
+                &raw,
+                qa,
+                ka,
+                (srow, scol),
+                &decay,
+                &mut ps,
+                &mut ss,
+                dcap,
+                vec,
+                ptx,
+            );
         }
         sync_cube();
 
@@ -901,32 +1016,8 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             }
         }
 
-        // 4. The output tile (staged in 3a), coalesced, `vec` elements per store. SPIR-V
-        // (CubeCL 0.10) compiles a vector read of scalar shared memory into a scalar load
-        // stored as a vector (infinities on Vulkan), so WMMA gathers the elements instead.
-        let staged = ob
-            .slice(0, BLK * vs)
-            .into_vectorized()
-            .with_vector_size::<N>();
-        let row_vecs = comptime!(g.ev / vec);
-        #[unroll]
-        for it in 0..comptime!((BLK * g.ev / vec).div_ceil(g.units())) {
-            let idx = unit + it * units;
-            let i = idx / row_vecs;
-            let c = (idx % row_vecs) * vec;
-            if within(idx, BLK * row_vecs, g.units()) && i < m && c0 + c < dv {
-                let mut x = Vector::<F, N>::new(F::new(0.0));
-                if comptime!(ptx) {
-                    x = staged[(i * vs + c) / vec];
-                } else {
-                    #[unroll]
-                    for l in 0..vec {
-                        x[l] = ob[i * vs + c + l];
-                    }
-                }
-                out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = x;
-            }
-        }
+        // 4. The output tile (staged in 3a).
+        write_block::<F, N>(out, &ob, t0, m, sizes, vec, reverse, ptx, g, g.everyone());
         if fold {
             tau += m as u32;
         } else {
@@ -946,7 +1037,107 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     if write_state {
         // `KV = lambda^tau U`.
         let scale = (-slope * f32::cast_from(tau)).exp();
-        store_state::<F, M>(&accs, &mut ss, scratch, state_out, scale, dcap, g);
+        store_state::<F, M>(
+            &accs,
+            &mut ss,
+            scratch,
+            state_out,
+            scale,
+            Layout::Spread,
+            dcap,
+            g,
+        );
+    }
+}
+
+/// `S = Q K^T` on score tile `(srow, scol)` (of 16x16 tiles) of the block whose Q and K
+/// rows are in `raw` from elements `qa` and `ka`, by this warp. Manual MMA makes `P = S * M`
+/// on the tile's registers and stores it to `ps` in the storage type; WMMA stores S to `ss`
+/// in fp32 for a pass that decays and masks it there.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn score_tile<F: Float, N: Size, M: TensorCore<F>>(
+    raw: &SharedMemory<Vector<F, N>>,
+    qa: usize,
+    ka: usize,
+    tile: (usize, usize),
+    decay: &SharedMemory<f32>,
+    ps: &mut SharedMemory<F>,
+    ss: &mut SharedMemory<f32>,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] ptx: bool,
+) {
+    let qks = comptime!(qk_stride(dcap));
+    let (srow, scol) = tile;
+    let mut acc = M::zero();
+    #[unroll]
+    for kk in 0..comptime!(dcap / T) {
+        product::<F, M, Vector<F, N>, Vector<F, N>>(
+            &mut acc,
+            raw,
+            qa + srow * T * qks + kk * T,
+            comptime!(rows(qks, vec)),
+            raw,
+            ka + scol * T * qks + kk * T,
+            comptime!(cols(qks, vec)),
+        );
+    }
+    if comptime!(ptx) {
+        M::decay_mask(&mut acc, decay, (srow - scol) * T);
+        M::store_cast(ps, &acc, srow * T * PS + scol * T, PS);
+    } else {
+        M::store(ss, &acc, srow * T * SS + scol * T, SS);
+    }
+}
+
+/// Block `t0 .. t0 + m`'s output rows, staged in `ob` (`[BLK, ev]`, rows `vs` apart), to
+/// this cube's value columns of `out`, coalesced, `vec` elements per store, by the units of
+/// `crew` (the caller keeps the others out). SPIR-V (CubeCL 0.10) compiles a vector read of
+/// scalar shared memory into a scalar load stored as a vector (infinities on Vulkan), so
+/// WMMA gathers the elements instead.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn write_block<F: Float, N: Size>(
+    out: &mut Tensor<Vector<F, N>>,
+    ob: &SharedMemory<F>,
+    t0: usize,
+    m: usize,
+    sizes: (usize, usize, usize),
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+    #[comptime] ptx: bool,
+    #[comptime] g: Geometry,
+    #[comptime] crew: Crew,
+) {
+    let (n, _, dv) = sizes;
+    let bh = CUBE_POS_Y as usize;
+    let c0 = CUBE_POS_X as usize * g.ev;
+    let unit = UNIT_POS as usize - crew.first;
+    let units = comptime!(crew.units);
+    let vs = comptime!(g.vs());
+    let staged = ob
+        .slice(0, BLK * vs)
+        .into_vectorized()
+        .with_vector_size::<N>();
+    let row_vecs = comptime!(g.ev / vec);
+    #[unroll]
+    for it in 0..comptime!((BLK * g.ev / vec).div_ceil(units)) {
+        let idx = unit + it * units;
+        let i = idx / row_vecs;
+        let c = (idx % row_vecs) * vec;
+        if within(idx, BLK * row_vecs, units) && i < m && c0 + c < dv {
+            let mut x = Vector::<F, N>::new(F::new(0.0));
+            if comptime!(ptx) {
+                x = staged[(i * vs + c) / vec];
+            } else {
+                #[unroll]
+                for l in 0..vec {
+                    x[l] = ob[i * vs + c + l];
+                }
+            }
+            out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = x;
+        }
     }
 }
 

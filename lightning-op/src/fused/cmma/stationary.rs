@@ -1,0 +1,293 @@
+//! `Mode::Output` on manual MMA with the state as an operand that never leaves registers.
+//!
+//! [`super::outputs`] spreads the cube's `[dcap, ev]` state over all its warps and, every
+//! block, rounds it into a shared snapshot that the inter term `Q KV` reads back with
+//! `ldmatrix`: per block and cube a snapshot store (32 tiles), 128 operand loads of it and
+//! of Q, and three barriers. Here the inter term is computed transposed, `O^T = KV^T Q^T`:
+//! warp `j < ev / T` holds `KV^T` for value columns `j T ..` and every d (all `dcap / T`
+//! tiles of that column, [`Layout::Stationary`]), and an accumulator tile is, register
+//! for register, the A operand of the next product ([`ptx_lhs_of`]). So that warp makes its
+//! 16 columns of the block's output from its own registers and Q, then its state update
+//! `KV^T += V^T diag(w) K`, with no snapshot and no barrier between the two.
+//! The other warps (the crew) make the score tiles, copy the next block in and write the
+//! block before out, while the state warps make the inter term: two barriers per block.
+//! Needs `dcap <= 128` (the state warps hold `dcap / T` tiles, 64 registers at 128) and
+//! two buffers of rows.
+
+use cubecl::prelude::*;
+
+use super::load::{Copier, Crew, Scale};
+use super::mma::{
+    Ptx, PtxLhs, T, ptx_lhs_of, ptx_load_lhs, ptx_load_rhs, ptx_mma, ptx_scale, ptx_scale_cols,
+    ptx_store_transposed, ptx_weight_lhs,
+};
+use super::{
+    ALIGN, BLK, Geometry, Layout, PS, S_TILES, SCRATCH, cols, load_ahead, load_block, load_state,
+    lower_tile, qk_stride, rows, score_tile, store_state, token_weights, weights_len, write_block,
+    zeros,
+};
+
+/// Head dims up to which the state warps' tiles fit in registers.
+pub const MAX_DCAP: usize = 128;
+
+/// The warps that hold no state: the score tiles, the copies in and out.
+pub(super) const fn crew(g: Geometry) -> Crew {
+    let first = 32 * (g.ev / T);
+    Crew {
+        first,
+        units: g.units() - first,
+        keep_columns: true,
+    }
+}
+
+// The crew covers the score tiles, and whole rows per copy step (a power of two).
+const _: () = assert!(crew(Geometry::WIDE).units / 32 >= S_TILES);
+const _: () = assert!(crew(Geometry::WIDE).units.is_power_of_two());
+
+/// See the module docs; arguments as [`super::outputs`]'s.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn outputs<F: Float, N: Size, C: Copier>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    slopes: &Tensor<f32>,
+    state_in: &Tensor<f32>,
+    out: &mut Tensor<Vector<F, N>>,
+    state_out: &mut Tensor<f32>,
+    seg_len: usize,
+    fold_limit: f32,
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] has_state: bool,
+    #[comptime] write_state: bool,
+    #[comptime] reverse: bool,
+    #[comptime] g: Geometry,
+) {
+    let units = comptime!(g.units());
+    let unit = UNIT_POS as usize;
+    let warp = UNIT_POS_Y as usize;
+    let bh = CUBE_POS_Y as usize;
+    let heads = q.shape(1);
+    let n = q.shape(2);
+    let sizes = (n, q.shape(3), v.shape(3));
+    let head = bh % heads;
+    let seg_start = CUBE_POS_Z as usize * seg_len;
+    let seg_end = min(n, seg_start + seg_len);
+
+    let qks = comptime!(qk_stride(dcap));
+    let vs = comptime!(g.vs());
+    let set = comptime!(g.raw_set(dcap, true));
+    let mut raw =
+        SharedMemory::<Vector<F, N>>::new_aligned(comptime!(g.buffers() * set / vec), ALIGN);
+    let mut ps = SharedMemory::<F>::new_aligned(BLK * PS, ALIGN);
+    let mut ob = SharedMemory::<F>::new_aligned(comptime!(BLK * vs), ALIGN);
+    let mut ss = SharedMemory::<f32>::new_aligned(comptime!(g.warps * SCRATCH), ALIGN);
+    let mut decay = SharedMemory::<f32>::new(BLK);
+    let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(true, 2, g)), ALIGN);
+
+    let slope = slopes[head];
+    let mut x = unit;
+    while x < BLK {
+        decay[x] = (-slope * f32::cast_from(x as u32)).exp();
+        x += units;
+    }
+
+    let shift_inter = if reverse { 0u32 } else { 1u32 };
+    let shift_update = if reverse { 1u32 } else { 0u32 };
+    let d_tiles = comptime!(dcap / T);
+    let v_tiles = comptime!(g.ev / T);
+    let crew = comptime!(crew(g));
+    let scratch = warp * SCRATCH;
+    // Empty on the crew's warps (see `Layout::Stationary`).
+    let mut accs = zeros::<F, Ptx>(d_tiles);
+    if has_state {
+        load_state::<F, Ptx>(
+            &mut accs,
+            &mut ss,
+            scratch,
+            state_in,
+            (bh / heads, head),
+            sizes,
+            Layout::Stationary,
+            dcap,
+            g,
+        );
+    }
+    let mut crew_warp = 0usize;
+    if warp >= v_tiles {
+        crew_warp = warp - v_tiles;
+    }
+    let score = lower_tile(crew_warp);
+
+    // The state is kept as `U = KV / lambda^tau`, as in `super::outputs`.
+    let mut tau = 0u32;
+    let mut t0 = seg_start;
+    let mut half = 0usize;
+    // The block whose output waits in `ob` (none while `prev_m = 0`).
+    let mut prev_t0 = t0;
+    let mut prev_m = 0usize;
+    let gate = C::create();
+    let first = min(BLK, seg_end - t0);
+    load_block::<F, N, C>(
+        q,
+        k,
+        v,
+        &mut raw,
+        0usize,
+        t0,
+        first,
+        sizes,
+        dcap,
+        vec,
+        reverse,
+        true,
+        g,
+        g.everyone(),
+    );
+    C::commit(&gate);
+    while t0 < seg_end {
+        let m = min(BLK, seg_end - t0);
+        let grown = f32::cast_from(tau + m as u32);
+        let fold = slope * grown <= fold_limit;
+        let mut k_e0 = f32::cast_from(m as u32 - 1 + shift_update);
+        if fold {
+            k_e0 -= grown;
+        }
+        let q_e0 = f32::cast_from(tau + shift_inter);
+        let wa = half * 2 * BLK;
+        token_weights(&mut w, wa, slope, q_e0, m, Scale::Up);
+        token_weights(&mut w, wa + BLK, slope, k_e0, m, Scale::Down);
+        C::wait(&gate);
+        let next = t0 + BLK;
+        let qa = half * set;
+        let ka = qa + BLK * qks;
+        let va = ka + BLK * qks;
+
+        let mut o = zeros::<F, Ptx>(BLK / T);
+        if warp >= v_tiles {
+            // The crew: the block before goes out, S = Q K^T, the next block comes in.
+            if prev_m > 0 {
+                write_block::<F, N>(
+                    out, &ob, prev_t0, prev_m, sizes, vec, reverse, true, g, crew,
+                );
+            }
+            if crew_warp < S_TILES {
+                score_tile::<F, N, Ptx>(
+                    &raw, qa, ka, score, &decay, &mut ps, &mut ss, dcap, vec, true,
+                );
+            }
+            load_ahead::<F, N, C>(
+                q, k, v, &mut raw, &gate, half, next, seg_end, sizes, dcap, vec, reverse, true, g,
+                crew,
+            );
+        } else {
+            // O^T = diag(lambda^(i + 1)) applied to the columns of KV^T Q^T: A is the
+            // state tile itself, B is Q^T (Q's rows, read as columns).
+            #[unroll]
+            for kk in 0..d_tiles {
+                let a = ptx_lhs_of::<F>(accs.index(kk));
+                #[unroll]
+                for ti in 0..BLK / T {
+                    let b = ptx_load_rhs::<F, Vector<F, N>>(
+                        &raw,
+                        qa + ti * T * qks + kk * T,
+                        comptime!(cols(qks, vec)),
+                    );
+                    ptx_mma::<F>(o.index_mut(ti), &a, &b);
+                }
+            }
+            #[unroll]
+            for ti in 0..BLK / T {
+                ptx_scale_cols(o.index_mut(ti), &w, wa + ti * T);
+            }
+            if !fold {
+                // `KV <- lambda^m KV` in place, now that the inter term has read it.
+                let lm = (-slope * grown).exp();
+                #[unroll]
+                for kk in 0..d_tiles {
+                    ptx_scale(accs.index_mut(kk), lm);
+                }
+            }
+        }
+        // P is made, and the block before has left `ob`.
+        sync_cube();
+
+        if warp < v_tiles {
+            // O^T += V^T P^T (P's lower-triangle tiles), then out through `ob`.
+            let mut vt = Sequence::<PtxLhs<F>>::new();
+            #[unroll]
+            for kk in 0..BLK / T {
+                vt.push(ptx_load_lhs::<F, Vector<F, N>>(
+                    &raw,
+                    va + kk * T * vs + warp * T,
+                    comptime!(cols(vs, vec)),
+                ));
+            }
+            #[unroll]
+            for ti in 0..BLK / T {
+                #[unroll]
+                for kk in 0..BLK / T {
+                    if kk <= ti {
+                        let b =
+                            ptx_load_rhs::<F, F>(&ps, ti * T * PS + kk * T, comptime!(cols(PS, 1)));
+                        ptx_mma::<F>(o.index_mut(ti), vt.index(kk), &b);
+                    }
+                }
+                ptx_store_transposed::<F>(&mut ob, o.index(ti), ti * T * vs + warp * T, vs);
+            }
+            // KV^T += V^T diag(w) K on the warp's own tiles.
+            #[unroll]
+            for kk in 0..BLK / T {
+                // The products above are done with V^T: weight it in place.
+                ptx_weight_lhs::<F>(vt.index_mut(kk), &w, wa + BLK + kk * T);
+                #[unroll]
+                for dt in 0..d_tiles {
+                    let b = ptx_load_rhs::<F, Vector<F, N>>(
+                        &raw,
+                        ka + kk * T * qks + dt * T,
+                        comptime!(rows(qks, vec)),
+                    );
+                    ptx_mma::<F>(accs.index_mut(dt), vt.index(kk), &b);
+                }
+            }
+        }
+        if fold {
+            tau += m as u32;
+        } else {
+            tau = 0;
+        }
+        prev_t0 = t0;
+        prev_m = m;
+        half = 1usize - half;
+        t0 = next;
+    }
+    sync_cube();
+    write_block::<F, N>(
+        out,
+        &ob,
+        prev_t0,
+        prev_m,
+        sizes,
+        vec,
+        reverse,
+        true,
+        g,
+        g.everyone(),
+    );
+
+    if write_state {
+        // `KV = lambda^tau U`.
+        let scale = (-slope * f32::cast_from(tau)).exp();
+        store_state::<F, Ptx>(
+            &accs,
+            &mut ss,
+            scratch,
+            state_out,
+            scale,
+            Layout::Stationary,
+            dcap,
+            g,
+        );
+    }
+}
