@@ -395,21 +395,7 @@ impl<F: Float> TensorCore<F> for Ptx {
     }
 
     fn weight_rhs(b: &mut Array<Vector<F, Const<2>>>, w: &SharedMemory<f32>, at: usize) {
-        let w = w
-            .slice(at, at + T)
-            .into_vectorized()
-            .with_vector_size::<Const<2>>();
-        let k = lane() % 4;
-        #[unroll]
-        for j in 0..ITEMS {
-            // Rows `2 (l % 4) + 8 j` and the next, in both halves.
-            let wj = Vector::<F, Const<2>>::cast_from(w[k + 4 * j]);
-            #[unroll]
-            for half in 0..ITEMS {
-                let r = 2 * half + j;
-                b[r] *= wj;
-            }
-        }
+        weight_k::<F>(b, w, at, MatrixIdent::B);
     }
 
     fn scale_rows(acc: &mut PtxAcc, w: &SharedMemory<f32>, at: usize) {
@@ -526,20 +512,37 @@ pub fn ptx_lhs_of<F: Float>(acc: &PtxAcc) -> PtxLhs<F> {
 }
 
 /// Column `k` of the A operand `a` times `w[at + k]`, as [`TensorCore::weight_rhs`] weights
-/// B's rows: registers `0, 1` hold k `2 (l % 4)` and the next, registers `2, 3` those plus 8.
+/// B's rows.
 #[cube]
 pub fn ptx_weight_lhs<F: Float>(a: &mut PtxLhs<F>, w: &SharedMemory<f32>, at: usize) {
+    weight_k::<F>(a, w, at, MatrixIdent::A);
+}
+
+/// Index `k` (B's rows, A's columns) of an operand tile's registers times `w[at + k]`, the
+/// weight rounded to `F` and multiplied two lanes at a time (`HMUL2`). Each register holds k
+/// `2 (l % 4)` and the next, plus 8 in B's registers `1, 3` and A's `2, 3`.
+#[cube]
+fn weight_k<F: Float>(
+    regs: &mut Array<Vector<F, Const<2>>>,
+    w: &SharedMemory<f32>,
+    at: usize,
+    #[comptime] ident: MatrixIdent,
+) {
     let w = w
         .slice(at, at + T)
         .into_vectorized()
         .with_vector_size::<Const<2>>();
     let k = lane() % 4;
     #[unroll]
-    for half in 0..ITEMS {
-        let wk = Vector::<F, Const<2>>::cast_from(w[k + 4 * half]);
+    for j in 0..ITEMS {
+        let wj = Vector::<F, Const<2>>::cast_from(w[k + 4 * j]);
         #[unroll]
         for i in 0..ITEMS {
-            a[2 * half + i] *= wk;
+            if comptime!(ident == MatrixIdent::A) {
+                regs[2 * j + i] *= wj;
+            } else {
+                regs[2 * i + j] *= wj;
+            }
         }
     }
 }

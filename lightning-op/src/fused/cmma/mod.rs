@@ -23,6 +23,8 @@
 //! scaled in place (on registers, or for WMMA on a round trip through shared memory).
 //! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
 //! [`local_state`].
+//! On CUDA (manual MMA, two buffers of rows) with `dcap <= 128`, `Mode::Output` runs
+//! [`stationary`] instead, which keeps the state as an MMA operand and needs no snapshot.
 
 use cubecl::cmma::MatrixLayout;
 use cubecl::prelude::*;
@@ -627,24 +629,9 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
     let mut t0 = seg_start;
     let mut half = 0usize;
-    let first = min(BLK, seg_end - t0);
-    load_block::<F, N, C>(
-        k,
-        k,
-        v,
-        &mut raw,
-        0usize,
-        t0,
-        first,
-        sizes,
-        dcap,
-        vec,
-        reverse,
-        false,
-        g,
-        g.everyone(),
+    load_first::<F, N, C>(
+        k, k, v, &mut raw, &gate, t0, seg_end, sizes, dcap, vec, reverse, false, g,
     );
-    C::commit(&gate);
     let va = BLK * qks;
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
@@ -769,14 +756,8 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 2, g)), ALIGN);
 
     let slope = slopes[head];
-    let mut x = unit;
-    while x < BLK {
-        decay[x] = (-slope * f32::cast_from(x as u32)).exp();
-        x += units;
-    }
+    decay_table(&mut decay, slope, units);
 
-    let shift_inter = if reverse { 0u32 } else { 1u32 };
-    let shift_update = if reverse { 1u32 } else { 0u32 };
     let v_tiles = comptime!(g.ev / T);
     // The state: warp `w` holds tiles `w, w + warps, ..` (`v_tiles` per row of tiles) in fp32
     // fragments for the whole sweep, so no block reads or writes it in shared memory.
@@ -824,33 +805,12 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut t0 = seg_start;
     let mut half = 0usize;
     let gate = C::create();
-    let first = min(BLK, seg_end - t0);
-    load_block::<F, N, C>(
-        q,
-        k,
-        v,
-        &mut raw,
-        0usize,
-        t0,
-        first,
-        sizes,
-        dcap,
-        vec,
-        reverse,
-        true,
-        g,
-        g.everyone(),
+    load_first::<F, N, C>(
+        q, k, v, &mut raw, &gate, t0, seg_end, sizes, dcap, vec, reverse, true, g,
     );
-    C::commit(&gate);
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
-        let grown = f32::cast_from(tau + m as u32);
-        let fold = slope * grown <= fold_limit;
-        let mut k_e0 = f32::cast_from(m as u32 - 1 + shift_update);
-        if fold {
-            k_e0 -= grown;
-        }
-        let q_e0 = f32::cast_from(tau + shift_inter);
+        let (grown, fold, q_e0, k_e0) = block_exponents(tau, m, slope, fold_limit, reverse);
         let wa = half * 2 * BLK;
         if comptime!(ptx) {
             token_weights(&mut w, wa, slope, q_e0, m, Scale::Up);
@@ -1141,6 +1101,39 @@ fn write_block<F: Float, N: Size>(
     }
 }
 
+/// `decay[x] = lambda^x` for the distances `x < BLK` within a block, by the cube's `units`.
+#[cube]
+fn decay_table(decay: &mut SharedMemory<f32>, slope: f32, #[comptime] units: usize) {
+    let mut x = UNIT_POS as usize;
+    while x < BLK {
+        decay[x] = (-slope * f32::cast_from(x as u32)).exp();
+        x += units;
+    }
+}
+
+/// For a block of `m` tokens, `tau` tokens after the state was last decayed in place
+/// (`KV = lambda^tau U`): the growth `tau + m`, whether the block's decay folds into K's
+/// weights instead of the state ([`fold_limit`]), and the exponents of the first token's
+/// weights for Q (the inter term) and K (the update).
+#[cube]
+fn block_exponents(
+    tau: u32,
+    m: usize,
+    slope: f32,
+    fold_limit: f32,
+    #[comptime] reverse: bool,
+) -> (f32, bool, f32, f32) {
+    let shift_inter = if reverse { 0u32 } else { 1u32 };
+    let shift_update = if reverse { 1u32 } else { 0u32 };
+    let grown = f32::cast_from(tau + m as u32);
+    let fold = slope * grown <= fold_limit;
+    let mut k_e0 = f32::cast_from(m as u32 - 1 + shift_update);
+    if fold {
+        k_e0 -= grown;
+    }
+    (grown, fold, f32::cast_from(tau + shift_inter), k_e0)
+}
+
 /// The weights of one block's tokens into `w[at ..]`, as [`scale_rows`] would scale its
 /// rows (`Down` rows from `m` on get 0: they are zero, and their weight could overflow).
 /// Written before the block's wait, by the first `BLK` units: the table is double-buffered
@@ -1246,6 +1239,45 @@ fn load_block<F: Float, N: Size, C: Copier>(
     );
 }
 
+/// Block `t0 ..` (before `end`) into the first buffer of rows, by every unit, committed to
+/// `gate`: a segment's first block, or with one buffer every block.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_first<F: Float, N: Size, C: Copier>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
+    raw: &mut SharedMemory<Vector<F, N>>,
+    gate: &C::Gate,
+    t0: usize,
+    end: usize,
+    sizes: (usize, usize, usize),
+    #[comptime] dcap: usize,
+    #[comptime] vec: usize,
+    #[comptime] reverse: bool,
+    #[comptime] with_q: bool,
+    #[comptime] g: Geometry,
+) {
+    let m = min(BLK, end - t0);
+    load_block::<F, N, C>(
+        q,
+        k,
+        v,
+        raw,
+        0usize,
+        t0,
+        m,
+        sizes,
+        dcap,
+        vec,
+        reverse,
+        with_q,
+        g,
+        g.everyone(),
+    );
+    C::commit(gate);
+}
+
 /// With two buffers of rows: block `next` (if it is before `end`) into the buffer the block
 /// before used, copied by the units of `crew` while the others compute (the caller has
 /// waited for that block, so every warp is done with its buffer).
@@ -1299,23 +1331,8 @@ fn load_after<F: Float, N: Size, C: Copier>(
 ) {
     if next < end {
         sync_cube();
-        let m = min(BLK, end - next);
-        load_block::<F, N, C>(
-            q,
-            k,
-            v,
-            raw,
-            0usize,
-            next,
-            m,
-            sizes,
-            dcap,
-            vec,
-            reverse,
-            with_q,
-            g,
-            g.everyone(),
+        load_first::<F, N, C>(
+            q, k, v, raw, gate, next, end, sizes, dcap, vec, reverse, with_q, g,
         );
-        C::commit(gate);
     }
 }

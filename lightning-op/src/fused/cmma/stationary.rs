@@ -9,8 +9,8 @@
 //! for register, the A operand of the next product ([`ptx_lhs_of`]). So that warp makes its
 //! 16 columns of the block's output from its own registers and Q, then its state update
 //! `KV^T += V^T diag(w) K`, with no snapshot and no barrier between the two.
-//! The other warps (the crew) make the score tiles, copy the next block in and write the
-//! block before out, while the state warps make the inter term: two barriers per block.
+//! The other warps (the crew) write the block before out, make the score tiles and copy the
+//! next block in while the state warps make the inter term: two barriers per block.
 //! Needs `dcap <= 128` (the state warps hold `dcap / T` tiles, 64 registers at 128) and
 //! two buffers of rows.
 
@@ -22,9 +22,9 @@ use super::mma::{
     ptx_store_transposed, ptx_weight_lhs,
 };
 use super::{
-    ALIGN, BLK, Geometry, Layout, PS, S_TILES, SCRATCH, cols, load_ahead, load_block, load_state,
-    lower_tile, qk_stride, rows, score_tile, store_state, token_weights, weights_len, write_block,
-    zeros,
+    ALIGN, BLK, Geometry, Layout, PS, S_TILES, SCRATCH, block_exponents, cols, decay_table,
+    load_ahead, load_first, load_state, lower_tile, qk_stride, rows, score_tile, store_state,
+    token_weights, weights_len, write_block, zeros,
 };
 
 /// Head dims up to which the state warps' tiles fit in registers.
@@ -65,7 +65,6 @@ pub(super) fn outputs<F: Float, N: Size, C: Copier>(
     #[comptime] g: Geometry,
 ) {
     let units = comptime!(g.units());
-    let unit = UNIT_POS as usize;
     let warp = UNIT_POS_Y as usize;
     let bh = CUBE_POS_Y as usize;
     let heads = q.shape(1);
@@ -87,14 +86,8 @@ pub(super) fn outputs<F: Float, N: Size, C: Copier>(
     let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(true, 2, g)), ALIGN);
 
     let slope = slopes[head];
-    let mut x = unit;
-    while x < BLK {
-        decay[x] = (-slope * f32::cast_from(x as u32)).exp();
-        x += units;
-    }
+    decay_table(&mut decay, slope, units);
 
-    let shift_inter = if reverse { 0u32 } else { 1u32 };
-    let shift_update = if reverse { 1u32 } else { 0u32 };
     let d_tiles = comptime!(dcap / T);
     let v_tiles = comptime!(g.ev / T);
     let crew = comptime!(crew(g));
@@ -128,33 +121,12 @@ pub(super) fn outputs<F: Float, N: Size, C: Copier>(
     let mut prev_t0 = t0;
     let mut prev_m = 0usize;
     let gate = C::create();
-    let first = min(BLK, seg_end - t0);
-    load_block::<F, N, C>(
-        q,
-        k,
-        v,
-        &mut raw,
-        0usize,
-        t0,
-        first,
-        sizes,
-        dcap,
-        vec,
-        reverse,
-        true,
-        g,
-        g.everyone(),
+    load_first::<F, N, C>(
+        q, k, v, &mut raw, &gate, t0, seg_end, sizes, dcap, vec, reverse, true, g,
     );
-    C::commit(&gate);
     while t0 < seg_end {
         let m = min(BLK, seg_end - t0);
-        let grown = f32::cast_from(tau + m as u32);
-        let fold = slope * grown <= fold_limit;
-        let mut k_e0 = f32::cast_from(m as u32 - 1 + shift_update);
-        if fold {
-            k_e0 -= grown;
-        }
-        let q_e0 = f32::cast_from(tau + shift_inter);
+        let (grown, fold, q_e0, k_e0) = block_exponents(tau, m, slope, fold_limit, reverse);
         let wa = half * 2 * BLK;
         token_weights(&mut w, wa, slope, q_e0, m, Scale::Up);
         token_weights(&mut w, wa + BLK, slope, k_e0, m, Scale::Down);
