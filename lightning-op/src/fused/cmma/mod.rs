@@ -108,9 +108,14 @@ impl Geometry {
     }
 
     /// Whether `Mode::Output` keeps the state as an operand in registers ([`stationary`]):
-    /// with manual MMA, two buffers of rows and `dcap` up to [`stationary::MAX_DCAP`].
+    /// with manual MMA, two buffers of rows, `dcap` up to [`stationary::MAX_DCAP`], and
+    /// past the state warps a crew for the score tiles that copies whole rows per step.
     pub const fn stationary(self, dcap: usize) -> bool {
-        self.double && dcap <= stationary::MAX_DCAP
+        let state_warps = self.ev / T;
+        self.double
+            && dcap <= stationary::MAX_DCAP
+            && self.warps >= state_warps + S_TILES
+            && (self.warps - state_warps).is_power_of_two()
     }
 
     const fn units(self) -> usize {
