@@ -293,7 +293,9 @@ pub fn sweep_kernel<F: Float>(
 /// `local`: `[S, B, H, D, E]` contiguous; `initial`: `[1, B, H, D, E]` any strides, read when
 /// `has_state`; `entering`: `[S / every rounded up, B, H, D, E]` and `last`: `[B, H, D, E]`,
 /// contiguous. Local segments hold `seg_len` tokens but the last, which holds the rest of
-/// `n`.
+/// `n`. A sweep that wants no final state skips the last output segment's local states
+/// (nothing reads them): then `entering` has one row more than `S / every`, and the state
+/// after the last local segment goes there instead of to `last`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn scan_kernel(
@@ -336,7 +338,12 @@ pub fn scan_kernel(
         let len = min(seg_len, n - s * seg_len);
         state = (-slope * f32::cast_from(len as u32)).exp() * state + local[s * per_segment + idx];
     }
-    last[idx] = state;
+    let kept = segments.div_ceil(every);
+    if kept < entering.shape(0) {
+        entering[kept * per_segment + idx] = state;
+    } else {
+        last[idx] = state;
+    }
 }
 
 /// The final state's gradient reaching k or v: `out[t] = lambda^(n-1-t) x_t M`, with `x`

@@ -129,6 +129,8 @@ enum Kernel {
     Cmma {
         dcap: usize,
         ptx: bool,
+        /// `stmatrix` for the storage type (sm_90+), which the stationary output pass needs.
+        stmatrix: bool,
         geometry: Geometry,
     },
 }
@@ -170,6 +172,7 @@ impl Kernel {
                 Kernel::Cmma {
                     dcap,
                     ptx,
+                    stmatrix: props.features.matmul.stmatrix.contains(&storage),
                     geometry,
                 }
             }
@@ -415,6 +418,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                 Kernel::Cmma {
                     dcap,
                     ptx,
+                    stmatrix,
                     geometry,
                 } => {
                     let geometry = match mode {
@@ -443,6 +447,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                         reverse,
                         prefetch,
                         ptx,
+                        stmatrix,
                         geometry,
                         dtype,
                     )
@@ -488,11 +493,21 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
     let (entering, last) = match shared {
         Some(shared) => (shared.states, None),
         None => {
-            let locals = n.div_ceil(local_len);
+            // The last output segment's local states only make the final state.
+            let locals = if write_state {
+                n.div_ceil(local_len)
+            } else {
+                (segments - 1) * split
+            };
             let local = empty(&q, vec![locals, b, h, dqk, dv], DType::F32);
             launch(Mode::State, local_len, locals, None, &local, false);
             let entering = empty(&q, vec![segments, b, h, dqk, dv], DType::F32);
-            let last = empty(&q, vec![b, h, dqk, dv], DType::F32);
+            let last = if write_state {
+                empty(&q, vec![b, h, dqk, dv], DType::F32)
+            } else {
+                // Never written (see `scan_kernel`): any fp32 tensor fills the slot.
+                slopes.clone()
+            };
             let elements = b * h * dqk * dv;
             let scan_dim = CubeDim::new_1d(256.min(props.max_units_per_cube));
             // SAFETY: one unit per state element, guarded by `idx >= per_segment`.
@@ -512,7 +527,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                     state.is_some(),
                 );
             }
-            (entering, Some(last))
+            (entering, write_state.then_some(last))
         }
     };
     launch(

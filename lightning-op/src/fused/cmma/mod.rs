@@ -23,8 +23,9 @@
 //! scaled in place (on registers, or for WMMA on a round trip through shared memory).
 //! The segments' local-state pass (`Mode::State`) needs no state decay per block: see
 //! [`local_state`].
-//! On CUDA (manual MMA, two buffers of rows) with `dcap <= 128`, `Mode::Output` runs
-//! [`stationary`] instead, which keeps the state as an MMA operand and needs no snapshot.
+//! On CUDA sm_90+ (manual MMA, `stmatrix`, two buffers of rows) with `dcap <= 128`,
+//! `Mode::Output` runs [`stationary`] instead, which keeps the state as an MMA operand and
+//! needs no snapshot.
 
 use cubecl::cmma::MatrixLayout;
 use cubecl::prelude::*;
@@ -407,7 +408,9 @@ fn store_state<F: Float, M: TensorCore<F>>(
 /// padded to `dcap` (a multiple of 16), q/k/v/out read and written `vec` (= `N`) elements at
 /// a time (`vec` divides both head dims), and `CubeDim = (32, geometry.warps)`. `prefetch`:
 /// copy blocks with `cp.async` ([`AsyncCopy`]: needs the device's `copy_async` and `vec >=
-/// 2`); `ptx`: products by manual MMA ([`Ptx`]: CUDA's `mma.sync` and `ldmatrix`), else WMMA.
+/// 2`); `ptx`: products by manual MMA ([`Ptx`]: CUDA's `mma.sync` and `ldmatrix`), else WMMA;
+/// `stmatrix`: the device has `stmatrix` for `F` (sm_90+), which [`stationary`] stores its
+/// output tiles with.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_cmma_kernel<F: Float, N: Size>(
@@ -428,6 +431,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
     #[comptime] reverse: bool,
     #[comptime] prefetch: bool,
     #[comptime] ptx: bool,
+    #[comptime] stmatrix: bool,
     #[comptime] geometry: Geometry,
     #[define(F)] _dtype: StorageType,
 ) {
@@ -442,7 +446,7 @@ pub fn sweep_cmma_kernel<F: Float, N: Size>(
         g: geometry,
     });
     if comptime!(prefetch) {
-        if comptime!(ptx && mode == Mode::Output && geometry.stationary(dcap)) {
+        if comptime!(ptx && stmatrix && mode == Mode::Output && geometry.stationary(dcap)) {
             stationary::outputs::<F, N, AsyncCopy>(
                 q,
                 k,

@@ -11,8 +11,8 @@
 //! `KV^T += V^T diag(w) K`, with no snapshot and no barrier between the two.
 //! The other warps (the crew) write the block before out, make the score tiles and copy the
 //! next block in while the state warps make the inter term: two barriers per block.
-//! Needs `dcap <= 128` (the state warps hold `dcap / T` tiles, 64 registers at 128) and
-//! two buffers of rows.
+//! Needs `dcap <= 128` (the state warps hold `dcap / T` tiles, 64 registers at 128), two
+//! buffers of rows and `stmatrix` (sm_90+) for the output tiles.
 
 use cubecl::prelude::*;
 
@@ -137,7 +137,12 @@ pub(super) fn outputs<F: Float, N: Size, C: Copier>(
 
         let mut o = zeros::<F, Ptx>(BLK / T);
         if warp >= v_tiles {
-            // The crew: the block before goes out, S = Q K^T, the next block comes in.
+            // The crew: the next block comes in (first: the copy wants its head start), the
+            // block before goes out, S = Q K^T.
+            load_ahead::<F, N, C>(
+                q, k, v, &mut raw, &gate, half, next, seg_end, sizes, dcap, vec, reverse, true, g,
+                crew,
+            );
             if prev_m > 0 {
                 write_block::<F, N>(
                     out, &ob, prev_t0, prev_m, sizes, vec, reverse, true, g, crew,
@@ -148,10 +153,6 @@ pub(super) fn outputs<F: Float, N: Size, C: Copier>(
                     &raw, qa, ka, score, &decay, &mut ps, &mut ss, dcap, vec, true,
                 );
             }
-            load_ahead::<F, N, C>(
-                q, k, v, &mut raw, &gate, half, next, seg_end, sizes, dcap, vec, reverse, true, g,
-                crew,
-            );
         } else {
             // O^T = diag(lambda^(i + 1)) applied to the columns of KV^T Q^T: A is the
             // state tile itself, B is Q^T (Q's rows, read as columns).
