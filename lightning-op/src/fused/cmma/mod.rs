@@ -108,9 +108,10 @@ impl Geometry {
         }
     }
 
-    /// Whether `Mode::Output` keeps the state as an operand in registers ([`stationary`]):
-    /// with manual MMA, two buffers of rows, `dcap` up to [`stationary::MAX_DCAP`], and
-    /// past the state warps a crew for the score tiles that copies whole rows per step.
+    /// Whether `Mode::Output` can keep the state as an operand in registers
+    /// ([`stationary`]): two buffers of rows, `dcap` up to [`stationary::MAX_DCAP`], and past
+    /// the state warps a crew for the score tiles that copies whole rows per step. It also
+    /// needs manual MMA and `stmatrix`, which [`sweep_cmma_kernel`] checks.
     pub const fn stationary(self, dcap: usize) -> bool {
         let state_warps = self.ev / T;
         self.double

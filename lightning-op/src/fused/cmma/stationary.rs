@@ -9,8 +9,8 @@
 //! for register, the A operand of the next product ([`ptx_lhs_of`]). So that warp makes its
 //! 16 columns of the block's output from its own registers and Q, then its state update
 //! `KV^T += V^T diag(w) K`, with no snapshot and no barrier between the two.
-//! The other warps (the crew) write the block before out, make the score tiles and copy the
-//! next block in while the state warps make the inter term: two barriers per block.
+//! The other warps (the crew) copy the next block in, write the block before out and make
+//! the score tiles while the state warps make the inter term: two barriers per block.
 //! Needs `dcap <= 128` (the state warps hold `dcap / T` tiles, 64 registers at 128), two
 //! buffers of rows and `stmatrix` (sm_90+) for the output tiles.
 
