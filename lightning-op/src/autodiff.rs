@@ -1,5 +1,6 @@
 //! `Autodiff<B>`: the forward runs `B`'s fused op once and records two graph nodes, one per
-//! output, so each gets its own backward and unused outputs cost nothing:
+//! output, so each gets its own backward and unused outputs cost nothing (a caller that
+//! drops the final state gets `B::lightning_output_kept`, which does not compute it):
 //! - the output `o`, whose backward is `B::lightning_backward` (the fused backward sweeps),
 //!   given what `B::lightning_forward_kept` kept for it;
 //! - the final state `S_n = lambda^n S_0 + sum_s lambda^(n-1-s) k_s^T v_s`, whose backward is
@@ -121,6 +122,56 @@ impl<B: LightningBackend + burn::tensor::backend::distributed::DistributedBacken
 {
 }
 
+/// The initial state as the output node's fourth parent: without one, a one-element
+/// untracked leaf fills the slot. Not an empty one: filling zero elements is a zero-block
+/// launch, which CUDA rejects (`CUDA_ERROR_INVALID_VALUE`) on CubeCL's backend without
+/// Burn's fusion.
+fn state_parent<B: AutodiffInner, C: CheckpointStrategy>(
+    initial_state: Option<FloatTensor<Autodiff<B, C>>>,
+    q: &FloatTensor<Autodiff<B, C>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    initial_state.unwrap_or_else(|| {
+        Autodiff::<B, C>::from_inner(B::float_zeros(
+            Shape::new([1]),
+            &B::float_device(&q.primitive),
+            DType::F32.into(),
+        ))
+    })
+}
+
+/// `o` as a graph node whose backward is `B::lightning_backward`, given `kept`.
+fn track_output<B: AutodiffInner, C: CheckpointStrategy>(
+    [q, k, v, s0]: [&FloatTensor<Autodiff<B, C>>; 4],
+    has_state: bool,
+    slopes: FloatTensor<B>,
+    o: FloatTensor<B>,
+    kept: Option<FloatTensor<B>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    match OutputBackward
+        .prepare::<C>([
+            q.node.clone(),
+            k.node.clone(),
+            v.node.clone(),
+            s0.node.clone(),
+        ])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(mut prep) => {
+            let saved = (
+                prep.checkpoint(q),
+                prep.checkpoint(k),
+                prep.checkpoint(v),
+                has_state.then(|| prep.checkpoint(s0)),
+                slopes,
+                kept,
+            );
+            prep.finish(saved, o)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(o),
+    }
+}
+
 impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C> {
     fn lightning_forward(
         q: FloatTensor<Self>,
@@ -130,16 +181,7 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
         initial_state: Option<FloatTensor<Self>>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let has_state = initial_state.is_some();
-        // Without an initial state, a one-element untracked leaf fills the fourth parent
-        // slot. Not an empty one: filling zero elements is a zero-block launch, which CUDA
-        // rejects (`CUDA_ERROR_INVALID_VALUE`) on CubeCL's backend without Burn's fusion.
-        let s0 = initial_state.unwrap_or_else(|| {
-            Self::from_inner(B::float_zeros(
-                Shape::new([1]),
-                &B::float_device(&q.primitive),
-                DType::F32.into(),
-            ))
-        });
+        let s0 = state_parent::<B, C>(initial_state, &q);
         let (o, state, kept) = B::lightning_forward_kept(
             q.primitive.clone(),
             k.primitive.clone(),
@@ -147,30 +189,13 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
             slopes.primitive.clone(),
             has_state.then(|| s0.primitive.clone()),
         );
-
-        let o = match OutputBackward
-            .prepare::<C>([
-                q.node.clone(),
-                k.node.clone(),
-                v.node.clone(),
-                s0.node.clone(),
-            ])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let saved = (
-                    prep.checkpoint(&q),
-                    prep.checkpoint(&k),
-                    prep.checkpoint(&v),
-                    has_state.then(|| prep.checkpoint(&s0)),
-                    slopes.primitive.clone(),
-                    kept,
-                );
-                prep.finish(saved, o)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(o),
-        };
+        let o = track_output::<B, C>(
+            [&q, &k, &v, &s0],
+            has_state,
+            slopes.primitive.clone(),
+            o,
+            kept,
+        );
 
         let state = match FinalStateBackward
             .prepare::<C>([k.node.clone(), v.node.clone(), s0.node.clone()])
@@ -184,6 +209,22 @@ impl<B: AutodiffInner, C: CheckpointStrategy> LightningBackend for Autodiff<B, C
             OpsKind::UnTracked(prep) => prep.finish(state),
         };
         (o, state)
+    }
+
+    fn lightning_output(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let s0 = state_parent::<B, C>(None, &q);
+        let (o, kept) = B::lightning_output_kept(
+            q.primitive.clone(),
+            k.primitive.clone(),
+            v.primitive.clone(),
+            slopes.primitive.clone(),
+        );
+        track_output::<B, C>([&q, &k, &v, &s0], false, slopes.primitive, o, kept)
     }
 
     /// The gradients themselves are not differentiated again (no second order).

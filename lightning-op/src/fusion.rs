@@ -19,6 +19,8 @@ use crate::{LightningBackend, LightningGrads};
 enum Product {
     /// inputs `q, k, v, slopes, [state]`; outputs `o, state, [kept]`.
     Forward,
+    /// inputs `q, k, v, slopes`; outputs `o, [kept]` (no final state).
+    Output,
     /// inputs `q, k, v, slopes, [state], grad_output, [kept]`; outputs `dq, dk, dv,
     /// [d state]`.
     Backward,
@@ -81,14 +83,23 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Lightn
         let (q, k, v, slopes) = (next(), next(), next(), next());
         let state = self.has_state.then(&mut next);
         let results = match self.product {
-            Product::Forward => {
-                let (o, state, kept) = B::lightning_forward_kept(q, k, v, slopes, state);
+            Product::Forward | Product::Output => {
+                let (o, state, kept) = match self.product {
+                    Product::Forward => {
+                        let (o, state, kept) = B::lightning_forward_kept(q, k, v, slopes, state);
+                        (o, Some(state), kept)
+                    }
+                    _ => {
+                        let (o, kept) = B::lightning_output_kept(q, k, v, slopes);
+                        (o, None, kept)
+                    }
+                };
                 assert_eq!(
                     kept.is_some(),
                     self.has_kept,
-                    "lightning_forward_kept returned `kept` against lightning_kept_shape"
+                    "the forward returned `kept` against lightning_kept_shape"
                 );
-                [o, state].into_iter().chain(kept).collect::<Vec<_>>()
+                [o].into_iter().chain(state).chain(kept).collect::<Vec<_>>()
             }
             Product::Backward => {
                 let grad_output = next();
@@ -124,6 +135,7 @@ fn register<B: FusionBackend + LightningBackend>(
     let inputs: Vec<TensorIr> = inputs.into_iter().map(|t| t.into_ir()).collect();
     let id = match product {
         Product::Forward => "lightning_attention_forward",
+        Product::Output => "lightning_attention_output",
         Product::Backward => "lightning_attention_backward",
         Product::StateBackward => "lightning_attention_state_backward",
         Product::Decode => "lightning_attention_decode",
@@ -137,6 +149,32 @@ fn register<B: FusionBackend + LightningBackend>(
         _backend: core::marker::PhantomData,
     };
     client.register(streams, OperationIr::Custom(desc), op)
+}
+
+/// Registers `Forward` or `Output`; returns `o`, the state (`Forward` only) and `kept`
+/// (where the inner backend keeps anything), in that order.
+fn register_forward<B: FusionBackend + LightningBackend>(
+    product: Product,
+    q: FloatTensor<Fusion<B>>,
+    k: FloatTensor<Fusion<B>>,
+    v: FloatTensor<Fusion<B>>,
+    slopes: FloatTensor<Fusion<B>>,
+    initial_state: Option<FloatTensor<Fusion<B>>>,
+) -> std::vec::IntoIter<FloatTensor<Fusion<B>>> {
+    let [b, h, n, d] = q.shape.dims::<4>();
+    let e = v.shape[3];
+    let device = Fusion::<B>::float_device(&q);
+    let kept = B::lightning_kept_shape(&device, q.dtype, [b, h, n, d, e]);
+    let has_kept = kept.is_some();
+    let state = matches!(product, Product::Forward).then(|| (Shape::new([b, h, d, e]), DType::F32));
+    let outputs = [(Shape::new([b, h, n, e]), q.dtype)]
+        .into_iter()
+        .chain(state)
+        .chain(kept.map(|shape| (shape, DType::F32)))
+        .collect();
+    let has_state = initial_state.is_some();
+    let inputs = [q, k, v, slopes].into_iter().chain(initial_state).collect();
+    register::<B>(product, inputs, has_state, has_kept, outputs).into_iter()
 }
 
 impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
@@ -162,27 +200,22 @@ impl<B: FusionBackend + LightningBackend> LightningBackend for Fusion<B> {
         FloatTensor<Self>,
         Option<FloatTensor<Self>>,
     ) {
-        let [b, h, n, d] = q.shape.dims::<4>();
-        let e = v.shape[3];
-        let device = Self::float_device(&q);
-        let kept = Self::lightning_kept_shape(&device, q.dtype, [b, h, n, d, e]);
-        let has_kept = kept.is_some();
-        let outputs = [
-            (Shape::new([b, h, n, e]), q.dtype),
-            (Shape::new([b, h, d, e]), DType::F32),
-        ]
-        .into_iter()
-        .chain(kept.map(|shape| (shape, DType::F32)))
-        .collect();
-        let has_state = initial_state.is_some();
-        let inputs = [q, k, v, slopes].into_iter().chain(initial_state).collect();
-        let mut outputs =
-            register::<B>(Product::Forward, inputs, has_state, has_kept, outputs).into_iter();
+        let mut outputs = register_forward::<B>(Product::Forward, q, k, v, slopes, initial_state);
         (
             outputs.next().expect("o"),
             outputs.next().expect("state"),
             outputs.next(),
         )
+    }
+
+    fn lightning_output_kept(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let mut outputs = register_forward::<B>(Product::Output, q, k, v, slopes, None);
+        (outputs.next().expect("o"), outputs.next())
     }
 
     fn lightning_kept_shape(

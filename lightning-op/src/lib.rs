@@ -105,6 +105,31 @@ pub trait LightningBackend: Backend {
         (o, state, None)
     }
 
+    /// [`lightning_forward`](Self::lightning_forward)'s output alone, from a zero state, for
+    /// callers that drop the final state ([`lightning_attention`]): a backend may skip what
+    /// only the final state needs (`CubeBackend`: where the sequence runs in segments, the
+    /// last segment's pass over k and v). By default the forward's output.
+    fn lightning_output(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        Self::lightning_output_kept(q, k, v, slopes).0
+    }
+
+    /// [`lightning_output`](Self::lightning_output) with what its backward can reuse, as
+    /// [`lightning_forward_kept`](Self::lightning_forward_kept)'s `kept` (same shape).
+    fn lightning_output_kept(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let (o, _, kept) = Self::lightning_forward_kept(q, k, v, slopes, None);
+        (o, kept)
+    }
+
     /// The shape of `lightning_forward_kept`'s `kept` for `q` `[b, h, n, d]` and `v`
     /// `[b, h, n, e]` (`dims = [b, h, n, d, e]`) in `dtype` on `device`, `None` when there
     /// is none. A backend that records operations before running them (`Fusion`) needs it.
@@ -192,14 +217,27 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 /// `slopes` `[heads]` (`s >= 0`, decay `lambda = exp(-s)`); returns `[batch, heads, seq, e]`.
 ///
 /// No softmax, no scale: TNL normalises the output instead. Panics with the shapes on bad
-/// input (see [`lightning_attention_with_state`]).
+/// input (see [`lightning_attention_with_state`]). Computes no final state, which on a
+/// segmented sequence spares a share of the forward (H200, bf16, (2,16,32K): see
+/// `benches/NOTES.md` v21).
 pub fn lightning_attention<B: LightningBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
     slopes: impl IntoSlopes<B>,
 ) -> Tensor<B, 4> {
-    lightning_attention_with_state(q, k, v, slopes, None).0
+    let slopes = slopes.into_slopes("lightning_attention").into_tensor();
+    checks::check_attention(&q, &k, &v, &slopes, None);
+    let [b, h, n, _] = q.dims();
+    if n == 0 {
+        return Tensor::empty([b, h, 0, v.dims()[3]], (&q.device(), q.dtype()));
+    }
+    float(B::lightning_output(
+        q.into_primitive().tensor(),
+        k.into_primitive().tensor(),
+        v.into_primitive().tensor(),
+        slopes.into_primitive().tensor(),
+    ))
 }
 
 /// Lightning attention starting from `initial_state` (`[batch, heads, d, e]`, zeros when

@@ -68,6 +68,25 @@ where
         )
     }
 
+    fn lightning_output_kept(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        slopes: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>) {
+        let Swept { out, entering, .. } = sweep(Sweep {
+            q,
+            k,
+            v,
+            slopes: fp32::<Self>(slopes),
+            state: None,
+            direction: Direction::Forward,
+            write_state: false,
+            entering: None,
+        });
+        (out, entering.map(Entering::into_states))
+    }
+
     fn lightning_kept_shape(
         device: &Self::Device,
         dtype: DType,
