@@ -3,7 +3,7 @@
 
 use burn::tensor::{DType, Tensor, TensorData, backend::Backend};
 
-use crate::{LightningAutodiffBackend, lightning_attention_with_state};
+use crate::{LightningAutodiffBackend, lightning_attention, lightning_attention_with_state};
 
 /// Host tensors of one problem, row-major `[b, h, n, d]`, `[b, h, n, e]`, `[b, h, d, e]`.
 #[derive(Clone, Debug)]
@@ -200,6 +200,47 @@ pub fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
 /// q, k, v (and the loss weights) stored in `dtype`.
 pub fn run<B: LightningAutodiffBackend>(p: &Problem, dtype: DType, device: &B::Device) -> Solution {
     run_with::<B>(p, dtype, device, lightning_attention_with_state)
+}
+
+/// [`run`] through [`lightning_attention`], which computes no final state (on a segmented
+/// sequence `CubeBackend` then skips the last segment's local-state pass), for a problem
+/// without an initial state. The loss has no state term, so compare with [`solve`] of
+/// [`Problem::without_state_loss`]; `state` comes from a separate, detached
+/// [`lightning_attention_with_state`] call.
+pub fn run_stateless<B: LightningAutodiffBackend>(
+    p: &Problem,
+    dtype: DType,
+    device: &B::Device,
+) -> Solution {
+    assert!(
+        p.s0.is_none(),
+        "run_stateless: the problem has an initial state"
+    );
+    run_with::<B>(
+        &p.without_state_loss(),
+        dtype,
+        device,
+        |q, k, v, slopes, _| {
+            let state = lightning_attention_with_state(
+                q.clone().detach(),
+                k.clone().detach(),
+                v.clone().detach(),
+                slopes.clone(),
+                None,
+            )
+            .1;
+            (lightning_attention(q, k, v, slopes), state)
+        },
+    )
+}
+
+impl Problem {
+    /// The same problem with no weight on the final state in the loss.
+    pub fn without_state_loss(&self) -> Problem {
+        let mut p = self.clone();
+        p.grad_state.fill(0.0);
+        p
+    }
 }
 
 /// [`run`] through any function with the signature of [`lightning_attention_with_state`]

@@ -12,7 +12,7 @@ use burn::tensor::DType;
 use clap::{Parser, ValueEnum};
 use lightning_attention::bench::{Precision, parse_sizes};
 use lightning_op::AutodiffInner;
-use lightning_op::oracle::{Problem, host, problem, run, solve, worst};
+use lightning_op::oracle::{Problem, host, problem, run, run_stateless, solve, worst};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Which {
@@ -92,11 +92,11 @@ fn cases() -> Vec<Problem> {
     out
 }
 
-fn check<B: AutodiffInner>(
-    name: &str,
-    problems: &[(Problem, lightning_op::oracle::Solution)],
-    dtypes: &[DType],
-) -> bool {
+/// A problem, the definition's solution, and whether it goes through `lightning_attention`
+/// (no final state) instead of `lightning_attention_with_state`.
+type Case = (Problem, lightning_op::oracle::Solution, bool);
+
+fn check<B: AutodiffInner>(name: &str, problems: &[Case], dtypes: &[DType]) -> bool {
     let device = B::Device::default();
     let mut ok = true;
     for (dtype, tol) in DTYPES.into_iter().filter(|(d, _)| dtypes.contains(d)) {
@@ -106,12 +106,21 @@ fn check<B: AutodiffInner>(
         }
         let start = Instant::now();
         let (mut max_err, mut max_at, mut failures) = (0.0f64, String::new(), 0);
-        for (p, want) in problems {
-            let got = run::<Autodiff<B>>(p, dtype, &device);
+        for (p, want, stateless) in problems {
+            let got = if *stateless {
+                run_stateless::<Autodiff<B>>(p, dtype, &device)
+            } else {
+                run::<Autodiff<B>>(p, dtype, &device)
+            };
             let (field, err) = worst(&got, want);
             let at = format!(
-                "{field} at b={} h={} n={} d={} e={}",
-                p.b, p.h, p.n, p.d, p.e
+                "{field} at b={} h={} n={} d={} e={}{}",
+                p.b,
+                p.h,
+                p.n,
+                p.d,
+                p.e,
+                if *stateless { " (stateless)" } else { "" }
             );
             if err > tol {
                 failures += 1;
@@ -201,11 +210,20 @@ fn main() {
             args.dims
         );
     }
-    let problems: Vec<_> = cases
+    // Long sequences without an initial state also through `lightning_attention`, which
+    // computes no final state (segmented on CUDA: the forward skips a local pass).
+    let stateless: Vec<Problem> = cases
+        .iter()
+        .filter(|p| p.s0.is_none() && p.n >= 1000)
+        .map(Problem::without_state_loss)
+        .collect();
+    let problems: Vec<Case> = cases
         .into_iter()
-        .map(|p| {
+        .map(|p| (p, false))
+        .chain(stateless.into_iter().map(|p| (p, true)))
+        .map(|(p, stateless)| {
             let s = solve(&p);
-            (p, s)
+            (p, s, stateless)
         })
         .collect();
     println!(
