@@ -100,7 +100,11 @@ fn unfused_backward_reuses_the_forwards_segment_states() {
 #[test]
 fn segmented_backward_without_initial_state_matches_reference() {
     let [b, h, n, d] = [1, 2, 1000, 32];
-    let segmented = Wgpu::lightning_kept_shape(&Default::default(), DType::F32, [b, h, n, d, d]);
+    let segmented = <Wgpu as LightningBackend>::lightning_kept_shape(
+        &Default::default(),
+        DType::F32,
+        [b, h, n, d, d],
+    );
     assert!(
         segmented.is_some(),
         "few cubes over a long sequence: segmented"
