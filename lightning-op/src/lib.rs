@@ -217,9 +217,9 @@ fn float<B: Backend, const D: usize>(t: FloatTensor<B>) -> Tensor<B, D> {
 /// `slopes` `[heads]` (`s >= 0`, decay `lambda = exp(-s)`); returns `[batch, heads, seq, e]`.
 ///
 /// No softmax, no scale: TNL normalises the output instead. Panics with the shapes on bad
-/// input (see [`lightning_attention_with_state`]). Computes no final state, which on a
-/// segmented sequence spares a share of the forward (H200, bf16, (2,16,32K): see
-/// `benches/NOTES.md` v21).
+/// input (see [`lightning_attention_with_state`]). Computes no final state, which spares
+/// the fused kernels its store and, on a sequence cut into segments, the last segment's pass
+/// over k and v (H200, bf16: 1-9 % of the forward, `benches/NOTES.md` v21d).
 pub fn lightning_attention<B: LightningBackend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
