@@ -83,23 +83,13 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Lightn
         let (q, k, v, slopes) = (next(), next(), next(), next());
         let state = self.has_state.then(&mut next);
         let results = match self.product {
-            Product::Forward | Product::Output => {
-                let (o, state, kept) = match self.product {
-                    Product::Forward => {
-                        let (o, state, kept) = B::lightning_forward_kept(q, k, v, slopes, state);
-                        (o, Some(state), kept)
-                    }
-                    _ => {
-                        let (o, kept) = B::lightning_output_kept(q, k, v, slopes);
-                        (o, None, kept)
-                    }
-                };
-                assert_eq!(
-                    kept.is_some(),
-                    self.has_kept,
-                    "the forward returned `kept` against lightning_kept_shape"
-                );
-                [o].into_iter().chain(state).chain(kept).collect::<Vec<_>>()
+            Product::Forward => {
+                let (o, state, kept) = B::lightning_forward_kept(q, k, v, slopes, state);
+                self.forward_results(o, Some(state), kept)
+            }
+            Product::Output => {
+                let (o, kept) = B::lightning_output_kept(q, k, v, slopes);
+                self.forward_results(o, None, kept)
             }
             Product::Backward => {
                 let grad_output = next();
@@ -115,6 +105,23 @@ impl<B: FusionBackend + LightningBackend> Operation<B::FusionRuntime> for Lightn
         for (ir, tensor) in self.desc.outputs.iter().zip(results) {
             handles.register_float_tensor::<B>(&ir.id, tensor);
         }
+    }
+}
+
+impl<B: FusionBackend + LightningBackend> LightningOp<B> {
+    /// A forward product's outputs in registration order, `kept` as announced.
+    fn forward_results(
+        &self,
+        o: FloatTensor<B>,
+        state: Option<FloatTensor<B>>,
+        kept: Option<FloatTensor<B>>,
+    ) -> Vec<FloatTensor<B>> {
+        assert_eq!(
+            kept.is_some(),
+            self.has_kept,
+            "the forward returned `kept` against lightning_kept_shape"
+        );
+        [o].into_iter().chain(state).chain(kept).collect()
     }
 }
 
