@@ -230,14 +230,19 @@ const fn weights_len(ptx: bool, tables: usize, g: Geometry) -> usize {
 }
 
 /// Bytes of shared memory one cube of geometry `g` uses with a qk dim padded to `dcap` and
-/// `elem`-byte storage: the larger of the output pass and the local-state pass (each with
-/// its raw rows and weight tables, and 16 bytes for the copy barrier).
+/// `elem`-byte storage: the largest of the output passes and the local-state pass (each
+/// with its raw rows and weight tables, and 16 bytes for the copy barrier).
 pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool, g: Geometry) -> usize {
     let raw = |with_q| g.buffers() * g.raw_set(dcap, with_q);
     let outputs = (raw(true) + BLK * PS + dcap * g.vs() + BLK * g.vs()) * elem
         + (g.stage() + BLK + weights_len(ptx, 2, g)) * 4;
     let local = raw(false) * elem + (g.warps * SCRATCH + weights_len(ptx, 1, g)) * 4;
-    outputs.max(local) + 16
+    let mut stationary = 0;
+    if ptx && g.stationary(dcap) {
+        stationary = (stationary::BUFFERS * g.raw_set(dcap, true) + 2 * BLK * (PS + g.vs())) * elem
+            + (g.warps * SCRATCH + BLK + weights_len(ptx, 2, g)) * 4;
+    }
+    outputs.max(local).max(stationary) + 16
 }
 
 /// A row-major operand tile (`[rows, k]` for A, `[k, cols]` for B), rows `stride` apart.
@@ -878,6 +883,7 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
                 (srow, scol),
                 &decay,
                 &mut ps,
+                0,
                 &mut ss,
                 dcap,
                 vec,
@@ -987,7 +993,19 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         }
 
         // 4. The output tile (staged in 3a).
-        write_block::<F, N>(out, &ob, t0, m, sizes, vec, reverse, ptx, g, g.everyone());
+        write_block::<F, N>(
+            out,
+            &ob,
+            0,
+            t0,
+            m,
+            sizes,
+            vec,
+            reverse,
+            ptx,
+            g,
+            g.everyone(),
+        );
         if fold {
             tau += m as u32;
         } else {
@@ -1033,6 +1051,7 @@ fn score_tile<F: Float, N: Size, M: TensorCore<F>>(
     tile: (usize, usize),
     decay: &SharedMemory<f32>,
     ps: &mut SharedMemory<F>,
+    pa: usize,
     ss: &mut SharedMemory<f32>,
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
@@ -1055,7 +1074,7 @@ fn score_tile<F: Float, N: Size, M: TensorCore<F>>(
     }
     if comptime!(ptx) {
         M::decay_mask(&mut acc, decay, (srow - scol) * T);
-        M::store_cast(ps, &acc, srow * T * PS + scol * T, PS);
+        M::store_cast(ps, &acc, pa + srow * T * PS + scol * T, PS);
     } else {
         M::store(ss, &acc, srow * T * SS + scol * T, SS);
     }
@@ -1071,6 +1090,7 @@ fn score_tile<F: Float, N: Size, M: TensorCore<F>>(
 fn write_block<F: Float, N: Size>(
     out: &mut Tensor<Vector<F, N>>,
     ob: &SharedMemory<F>,
+    at: usize,
     t0: usize,
     m: usize,
     sizes: (usize, usize, usize),
@@ -1087,7 +1107,7 @@ fn write_block<F: Float, N: Size>(
     let units = comptime!(crew.units);
     let vs = comptime!(g.vs());
     let staged = ob
-        .slice(0, BLK * vs)
+        .slice(at, at + BLK * vs)
         .into_vectorized()
         .with_vector_size::<N>();
     let row_vecs = comptime!(g.ev / vec);
@@ -1103,7 +1123,7 @@ fn write_block<F: Float, N: Size>(
             } else {
                 #[unroll]
                 for l in 0..vec {
-                    x[l] = ob[i * vs + c + l];
+                    x[l] = ob[at + i * vs + c + l];
                 }
             }
             out[(bh * n * dv + time_index(t0 + i, n, reverse) * dv + c0 + c) / vec] = x;
