@@ -109,7 +109,8 @@ impl Geometry {
     }
 
     /// Whether `Mode::Output` can keep the state as an operand in registers
-    /// ([`stationary`]): two buffers of rows, `dcap` up to [`stationary::MAX_DCAP`], and past
+    /// ([`stationary`]): a geometry with two buffers of rows (the pass takes three, which
+    /// [`shared_bytes`] counts), `dcap` up to [`stationary::MAX_DCAP`], and past
     /// the state warps a crew for the score tiles that copies whole rows per step. It also
     /// needs manual MMA and `stmatrix`, which [`sweep_cmma_kernel`] checks.
     pub const fn stationary(self, dcap: usize) -> bool {
@@ -237,12 +238,12 @@ pub fn shared_bytes(dcap: usize, elem: usize, ptx: bool, g: Geometry) -> usize {
     let outputs = (raw(true) + BLK * PS + dcap * g.vs() + BLK * g.vs()) * elem
         + (g.stage() + BLK + weights_len(ptx, 2, g)) * 4;
     let local = raw(false) * elem + (g.warps * SCRATCH + weights_len(ptx, 1, g)) * 4;
-    let mut stationary = 0;
+    let mut resident = 0;
     if ptx && g.stationary(dcap) {
-        stationary = (stationary::BUFFERS * g.raw_set(dcap, true) + 2 * BLK * (PS + g.vs())) * elem
+        resident = (stationary::BUFFERS * g.raw_set(dcap, true) + 2 * BLK * (PS + g.vs())) * elem
             + (g.warps * SCRATCH + BLK + weights_len(ptx, 2, g)) * 4;
     }
-    outputs.max(local).max(stationary) + 16
+    outputs.max(local).max(resident) + 16
 }
 
 /// A row-major operand tile (`[rows, k]` for A, `[k, cols]` for B), rows `stride` apart.
