@@ -285,6 +285,9 @@ pub fn sweep_kernel<F: Float>(
     }
 }
 
+/// Local states [`scan_kernel`] loads at once per unit.
+const SCAN_CHUNK: usize = 8;
+
 /// Chains segment states: `S_0 = S0` (or zeros), `S_(s+1) = lambda^len_s S_s + local[s]`,
 /// keeping every `every`-th (`entering[s / every] = S_s`) and the state after the last
 /// segment. One unit per element. `every > 1` lets the local-state pass run on shorter
@@ -331,12 +334,31 @@ pub fn scan_kernel(
             + row * initial.stride(3)
             + col * initial.stride(4)];
     }
-    for s in 0..segments {
-        if s % every == 0 {
-            entering[(s / every) * per_segment + idx] = state;
+    // Each step needs only its own local state, so a chunk's loads are issued together and
+    // the chain waits on memory once per chunk rather than once per segment (H200,
+    // (1,16,64K): 14 dependent loads per unit took 12 us).
+    let mut s0 = 0usize;
+    while s0 < segments {
+        let mut chunk = Array::<f32>::new(SCAN_CHUNK);
+        #[unroll]
+        for j in 0..SCAN_CHUNK {
+            chunk[j] = 0.0;
+            if s0 + j < segments {
+                chunk[j] = local[(s0 + j) * per_segment + idx];
+            }
         }
-        let len = min(seg_len, n - s * seg_len);
-        state = (-slope * f32::cast_from(len as u32)).exp() * state + local[s * per_segment + idx];
+        #[unroll]
+        for j in 0..SCAN_CHUNK {
+            let s = s0 + j;
+            if s < segments {
+                if s % every == 0 {
+                    entering[(s / every) * per_segment + idx] = state;
+                }
+                let len = min(seg_len, n - s * seg_len);
+                state = (-slope * f32::cast_from(len as u32)).exp() * state + chunk[j];
+            }
+        }
+        s0 += SCAN_CHUNK;
     }
     let kept = segments.div_ceil(every);
     if kept < entering.shape(0) {
