@@ -160,8 +160,20 @@ impl Kernel {
             && props.features.matmul.ldmatrix.contains(&storage);
         let half = matches!(dtype, DType::F16 | DType::BF16);
         let ptx = has_mma && forced().is_none();
+        let stmatrix = props.features.matmul.stmatrix.contains(&storage);
+        // The whole value dim per cube wherever the stationary pass takes it (manual MMA,
+        // `stmatrix`, and `cp.async`, which needs even head dims) and it is more than one
+        // slice of the wide geometry.
+        let whole = ptx
+            && stmatrix
+            && props.features.copy_async
+            && dqk % 2 == 0
+            && dv % 2 == 0
+            && dv > Geometry::WIDE.ev
+            && Geometry::WHOLE.stationary(dcap);
         let geometries: &[Geometry] = match forced() {
             Some(Forced::Compact) => &[Geometry::COMPACT],
+            _ if whole => &[Geometry::WHOLE, Geometry::WIDE, Geometry::COMPACT],
             _ => &[Geometry::WIDE, Geometry::COMPACT],
         };
         let geometry = geometries
@@ -172,7 +184,7 @@ impl Kernel {
                 Kernel::Cmma {
                     dcap,
                     ptx,
-                    stmatrix: props.features.matmul.stmatrix.contains(&storage),
+                    stmatrix,
                     geometry,
                 }
             }
@@ -194,10 +206,11 @@ impl Kernel {
         }
     }
 
-    fn cube_dim(self, max_units: u32) -> CubeDim {
+    /// Cubes per SM, as far as the device's registers allow.
+    fn per_sm(self) -> usize {
         match self {
-            Kernel::Scalar(_) => CubeDim::new_1d(UNITS.min(max_units)),
-            Kernel::Cmma { geometry, .. } => CubeDim::new_2d(32, geometry.warps as u32),
+            Kernel::Scalar(_) => 2,
+            Kernel::Cmma { geometry, .. } => geometry.per_sm(),
         }
     }
 }
@@ -226,32 +239,33 @@ fn forced() -> Option<Forced> {
     })
 }
 
-/// Local-state segments per output segment. The tensor-core kernel's local pass (64
-/// registers, ~37 KB of shared memory per cube) fits four cubes per SM, twice its output
-/// pass: it runs twice the cubes, each over half a segment, and the scan chains the halves
-/// (H200, (1,16,64K): 0.248 -> 0.223 ms). Where the local pass fits no more cubes than the
-/// output pass, a second wave of half-length cubes costs what one wave of full-length ones
-/// did, so the only loss is the scan's extra states; every kernel splits, which also keeps
-/// the split chain under test wherever segments run.
+/// Local-state segments per output segment. The tensor-core kernel's local pass fits twice
+/// the cubes per SM of its output pass (two of eight warps against one of twelve on CUDA
+/// at d = e = 128): it runs twice the cubes, each over half a segment, and the scan chains
+/// the halves (H200, (1,16,64K), when the passes fitted four and two: 0.248 -> 0.223 ms).
+/// Where the local pass fits no more cubes than the output pass, a second wave of
+/// half-length cubes costs what one wave of full-length ones did, so the only loss is the
+/// scan's extra states; every kernel splits, which also keeps the split chain under test
+/// wherever segments run.
 const LOCAL_SPLIT: usize = 2;
 
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
 /// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
 /// one segment (the H200 profile of (4,32,4K): 256 cubes split in two spent 25 % of the
-/// forward in the local-state pass). With fewer, as many segments as fit two cubes per SM, each
-/// at least four blocks long. WGPU does not report its SM count. A guess too high costs
+/// forward in the local-state pass). With fewer, as many segments as fit `per_sm` cubes per
+/// SM, each at least four blocks long. WGPU does not report its SM count. A guess too high costs
 /// a device with fewer SMs a needless local pass and scan (H200, (1,16,64K): 0.22 ms
 /// against the output pass's 0.62); a guess too low
 /// leaves SMs idle (H200 under Vulkan, guessing 64: (1,16,64K)'s 64 compact cubes took
 /// 8.2 ms, four segments of them 4.9), so the guess is a large GPU's 128 SMs.
-fn choose_segments(n: usize, blk: usize, cubes: usize, sms: Option<u32>) -> usize {
+fn choose_segments(n: usize, blk: usize, cubes: usize, per_sm: usize, sms: Option<u32>) -> usize {
     let sms = sms.unwrap_or(128) as usize;
     if cubes >= sms {
         return 1;
     }
     // Rounded down: rounding up overfilled the slots (b=1, h=16 on the H200: 288 cubes for
     // 264, a second wave 9 % full on every pass).
-    ((2 * sms) / cubes).clamp(1, (n / (4 * blk)).max(1))
+    ((per_sm * sms) / cubes).clamp(1, (n / (4 * blk)).max(1))
 }
 
 /// How a sweep over `q`, `k` `[b, h, n, dqk]` and `v` `[b, h, n, dv]` runs: its kernel and
@@ -283,7 +297,13 @@ impl Plan {
         );
         let blk = kernel.block();
         let slices = dv.div_ceil(kernel.value_slice());
-        let segments = choose_segments(n, blk, slices * rows, props.num_streaming_multiprocessors);
+        let segments = choose_segments(
+            n,
+            blk,
+            slices * rows,
+            kernel.per_sm(),
+            props.num_streaming_multiprocessors,
+        );
         let split = if segments > 1 { LOCAL_SPLIT } else { 1 };
         // Output segments are `split` local ones, so each starts where a local one does.
         let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
@@ -368,7 +388,6 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
         local_len,
         seg_len,
     } = Plan::new(&client, q.dtype, [b, h, n, dqk, dv]);
-    let cube_dim = kernel.cube_dim(props.max_units_per_cube);
     let rows = b * h;
     // Widest access that divides both head dims (the tensors are contiguous) and that the
     // target has: Vulkan's SPIR-V and WGSL have no vectors wider than 4.
@@ -399,7 +418,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                 Kernel::Scalar(tiles) => sweep_kernel::launch_unchecked::<R>(
                     &client,
                     count(slices),
-                    cube_dim,
+                    CubeDim::new_1d(UNITS.min(props.max_units_per_cube)),
                     q.clone().into_tensor_arg(),
                     k.clone().into_tensor_arg(),
                     v.clone().into_tensor_arg(),
@@ -428,7 +447,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                     sweep_cmma_kernel::launch_unchecked::<R>(
                         &client,
                         count(dv.div_ceil(geometry.ev)),
-                        cube_dim,
+                        CubeDim::new_2d(32, geometry.warps as u32),
                         vec,
                         q.clone().into_tensor_arg(),
                         k.clone().into_tensor_arg(),

@@ -83,6 +83,18 @@ impl Geometry {
         warps: 8,
         double: true,
     };
+    /// A whole 128-wide value dim per cube, one cube per SM (twelve warps at up to 128
+    /// registers, though 136 fit): the stationary pass's eight state warps hold every value
+    /// column, so its crew makes a block's scores and copies its Q and K rows once per head
+    /// instead of once per value slice. Per SM and block that is 12 % fewer `ldmatrix`,
+    /// 7 % fewer products and 40 % fewer bytes copied than two wide cubes (H200, bf16
+    /// forward: -5 to -8 % at n >= 2K, +5 us at (4,32,1K), whose 32-block cubes gain
+    /// little and lose half the cubes per SM).
+    pub const WHOLE: Geometry = Geometry {
+        ev: 128,
+        warps: 12,
+        double: true,
+    };
     /// Within Vulkan's 48 KB of workgroup memory (~45 KB at d = 128): half the value
     /// columns and one buffer of rows. Eight warps (two state tiles each, half of them
     /// idle on the four output tiles) ran 25-30 % faster on Vulkan than four (H200, f16).
@@ -94,18 +106,27 @@ impl Geometry {
 
     /// The local-state pass's shape. It makes no scores and keeps no snapshot, so with
     /// manual MMA and two buffers of rows (CUDA) a cube can hold a whole 128-column state
-    /// (eight tiles per warp): K is then read once per head instead of once per value slice
-    /// (H200, (1,16,64K): 187 -> 158 us, at 128 registers). Not past `dcap = 128`: sixteen
-    /// tiles per warp would not fit in registers.
+    /// on eight warps (eight tiles each): K is then read once per head instead of once per
+    /// value slice (H200, (1,16,64K): 187 -> 158 us, at 128 registers). Not past `dcap =
+    /// 128`: sixteen tiles per warp would not fit in registers. [`Geometry::WHOLE`]'s twelve
+    /// warps would split the state's columns between warps, which `update` does not allow.
     pub const fn local(self, dcap: usize, dv: usize) -> Geometry {
-        if self.double && dv > self.ev && dcap <= LOCAL_EV {
+        if self.double && (dv > self.ev || self.ev == LOCAL_EV) && dcap <= LOCAL_EV {
             Geometry {
                 ev: LOCAL_EV,
+                warps: LOCAL_WARPS,
                 ..self
             }
         } else {
             self
         }
+    }
+
+    /// Cubes one SM holds at 128 registers per unit (the kernels' budget on CUDA, 64K
+    /// registers per SM), which sets how many segments fill a device.
+    pub const fn per_sm(self) -> usize {
+        let per = 65536 / (128 * self.units());
+        if per > 0 { per } else { 1 }
     }
 
     /// Whether `Mode::Output` can keep the state as an operand in registers
@@ -186,12 +207,13 @@ fn lower_tile(k: usize) -> (usize, usize) {
     (r, k - r * (r + 1) / 2)
 }
 
-/// Value columns per cube of the local-state pass on the wide geometry ([`Geometry::local`]).
+/// Value columns and warps per cube of the local-state pass on CUDA ([`Geometry::local`]).
 const LOCAL_EV: usize = 128;
+const LOCAL_WARPS: usize = 8;
 
 // `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
 // warps`) must sit in the same column of tiles.
-const _: () = assert!(Geometry::WIDE.warps % (LOCAL_EV / T) == 0);
+const _: () = assert!(LOCAL_WARPS % (LOCAL_EV / T) == 0);
 const _: () = assert!(Geometry::WIDE.warps % (Geometry::WIDE.ev / T) == 0);
 const _: () = assert!(Geometry::COMPACT.warps % (Geometry::COMPACT.ev / T) == 0);
 
@@ -739,6 +761,11 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     #[comptime] g: Geometry,
 ) {
     let warps = comptime!(g.warps);
+    // `update` loads each V operand once per warp (see there).
+    comptime!(assert!(
+        warps % (g.ev / T) == 0,
+        "a warp's state tiles share a column"
+    ));
     let units = comptime!(g.units());
     let unit = UNIT_POS as usize;
     let warp = UNIT_POS_Y as usize;

@@ -50,6 +50,7 @@ pub(super) const fn crew(g: Geometry) -> Crew {
 
 // CUDA's geometry takes this pass at d = 128.
 const _: () = assert!(Geometry::WIDE.stationary(128));
+const _: () = assert!(Geometry::WHOLE.stationary(128));
 
 /// See the module docs; arguments as [`super::outputs`]'s.
 #[cube]
