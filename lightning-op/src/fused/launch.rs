@@ -252,12 +252,12 @@ const LOCAL_SPLIT: usize = 2;
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
 /// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
 /// one segment (the H200 profile of (4,32,4K): 256 cubes split in two spent 25 % of the
-/// forward in the local-state pass). With fewer, as many segments as fit `per_sm` cubes per
-/// SM, each at least four blocks long. WGPU does not report its SM count. A guess too high costs
-/// a device with fewer SMs a needless local pass and scan (H200, (1,16,64K): 0.22 ms
-/// against the output pass's 0.62); a guess too low
-/// leaves SMs idle (H200 under Vulkan, guessing 64: (1,16,64K)'s 64 compact cubes took
-/// 8.2 ms, four segments of them 4.9), so the guess is a large GPU's 128 SMs.
+/// forward in the local-state pass). With fewer, as many segments as fit `per_sm` cubes
+/// per SM, each at least four blocks long. WGPU does not report its SM count. A guess too
+/// high costs a device with fewer SMs a needless local pass and scan (H200, (1,16,64K):
+/// 0.22 ms against the output pass's 0.62); a guess too low leaves SMs idle (H200 under
+/// Vulkan, guessing 64: (1,16,64K)'s 64 compact cubes took 8.2 ms, four segments of them
+/// 4.9), so the guess is a large GPU's 128 SMs.
 fn choose_segments(n: usize, blk: usize, cubes: usize, per_sm: usize, sms: Option<u32>) -> usize {
     let sms = sms.unwrap_or(128) as usize;
     if cubes >= sms {

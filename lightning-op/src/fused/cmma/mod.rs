@@ -83,13 +83,13 @@ impl Geometry {
         warps: 8,
         double: true,
     };
-    /// A whole 128-wide value dim per cube, one cube per SM (twelve warps at up to 128
-    /// registers, though 136 fit): the stationary pass's eight state warps hold every value
-    /// column, so its crew makes a block's scores and copies its Q and K rows once per head
-    /// instead of once per value slice. Per SM and block that is 12 % fewer `ldmatrix`,
-    /// 7 % fewer products and 40 % fewer bytes copied than two wide cubes (H200, bf16
-    /// forward: -5 to -8 % at n >= 2K, +5 us at (4,32,1K), whose 32-block cubes gain
-    /// little and lose half the cubes per SM).
+    /// A whole 128-wide value dim per cube on twelve warps, one cube per SM (whose
+    /// registers hold their 135-136 per unit): the stationary pass's eight state warps hold
+    /// every value column, so its crew makes a block's scores and copies its Q and K rows
+    /// once per head instead of once per value slice. Per SM and block that is 12 % fewer
+    /// `ldmatrix`, 7 % fewer products and 40 % fewer bytes copied than two wide cubes (H200,
+    /// bf16 forward: -5 to -8 % at n >= 2K, +3 to 6 us at (4,32,1K), whose 32-block cubes
+    /// gain little and lose half the cubes per SM).
     pub const WHOLE: Geometry = Geometry {
         ev: 128,
         warps: 12,
