@@ -206,7 +206,8 @@ impl Kernel {
         }
     }
 
-    /// Cubes per SM, as far as the device's registers allow.
+    /// Cubes per SM that the segment count plans for: the tensor-core geometry's, by its
+    /// registers; two for the scalar kernel, as before geometries had their own count.
     fn per_sm(self) -> usize {
         match self {
             Kernel::Scalar(_) => 2,
