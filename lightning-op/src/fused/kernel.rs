@@ -24,18 +24,115 @@ pub struct Tiles {
     pub ev: usize,
     /// qk dim rounded up to a multiple of `dk`: the rows of the on-chip state.
     pub dcap: usize,
+    /// Units per cube, a power of two: the products' register tiles are laid out for it.
+    pub units: usize,
 }
 
 impl Tiles {
     /// Bytes of shared memory one cube uses.
     pub fn shared_bytes(&self) -> usize {
-        let floats = 2 * self.blk * self.dk      // Q and K chunks
-            + 2 * self.blk * self.ev             // V slice and the output accumulator
-            + self.blk * self.blk                // intra-block scores
-            + self.dcap * self.ev                // state slice
+        let floats = 2 * self.blk * (self.dk + 1) // Q and K chunks, padded rows
+            + self.blk * self.ev                  // V slice
+            + self.blk * (self.blk + 1)           // intra-block scores, padded rows
+            + self.dcap * self.ev                 // state slice
             + self.blk + 1; // decay table
         floats * 4
     }
+}
+
+/// How a cube's units share one `rows x cols` product: a `gr x gc` grid, each unit
+/// accumulating `tr x tc` elements in registers, at rows `ur + gr r` and columns `uc + gc c`.
+///
+/// Register tiles are what make the scalar path fast: every operand loaded from shared
+/// memory feeds `tr` or `tc` FMAs instead of one. Interleaved rather than contiguous tiles
+/// keep a warp's loads on consecutive banks and spread the triangular intra work evenly.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Grid {
+    pub gr: usize,
+    pub gc: usize,
+    pub tr: usize,
+    pub tc: usize,
+}
+
+impl Grid {
+    /// `rows`, `cols` and `units` are powers of two; units past `gr x gc` idle.
+    pub fn new(rows: usize, cols: usize, units: usize) -> Self {
+        let gr = rows.min(16).min(units);
+        let gc = cols.min(units / gr);
+        Grid {
+            gr,
+            gc,
+            tr: rows / gr,
+            tc: cols / gc,
+        }
+    }
+}
+
+/// `acc[r tc + c] += sum_(x < len) A[row_r, x] B[x, col_c]` over this unit's tile of `g`, with
+/// `A[i, x] = a[i a_row + x a_red]` and `B[x, j] = b[b_at + x b_red + j b_col]`. When
+/// `weighted`, `A[., x]` is also scaled by `weights[top - x]`: the state update's decay of
+/// each key by its distance to the block's end.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn product(
+    a: &SharedMemory<f32>,
+    b: &SharedMemory<f32>,
+    b_at: usize,
+    len: usize,
+    weights: &SharedMemory<f32>,
+    top: usize,
+    acc: &mut Array<f32>,
+    #[comptime] a_row: usize,
+    #[comptime] a_red: usize,
+    #[comptime] b_red: usize,
+    #[comptime] b_col: usize,
+    #[comptime] weighted: bool,
+    #[comptime] g: Grid,
+) {
+    let gr = comptime!(g.gr);
+    let gc = comptime!(g.gc);
+    let tr = comptime!(g.tr);
+    let tc = comptime!(g.tc);
+    let unit = UNIT_POS as usize;
+    let ur = unit / gc;
+    let uc = unit % gc;
+    if ur < gr {
+        let mut av = Array::<f32>::new(tr);
+        let mut bv = Array::<f32>::new(tc);
+        for x in 0..len {
+            let mut w = 1.0f32;
+            if weighted {
+                w = weights[top - x];
+            }
+            #[unroll]
+            for r in 0..tr {
+                av[r] = a[(ur + gr * r) * a_row + x * a_red] * w;
+            }
+            #[unroll]
+            for c in 0..tc {
+                bv[c] = b[b_at + x * b_red + (uc + gc * c) * b_col];
+            }
+            #[unroll]
+            for r in 0..tr {
+                #[unroll]
+                for c in 0..tc {
+                    acc[r * tc + c] += av[r] * bv[c];
+                }
+            }
+        }
+    }
+}
+
+/// A register tile of `g`, zeroed.
+#[cube]
+fn zeros(#[comptime] g: Grid) -> Array<f32> {
+    let size = comptime!(g.tr * g.tc);
+    let mut acc = Array::<f32>::new(size);
+    #[unroll]
+    for i in 0..size {
+        acc[i] = 0.0;
+    }
+    acc
 }
 
 /// Time index of the `i`-th token in sweep order.
@@ -79,6 +176,10 @@ pub enum Mode {
 /// `[S, B, H, DQK, DV]` fp32, the state entering each segment, read through its strides (a
 /// transposed view is fine) and only when `has_state`. `state_out`: `[S, B, H, DQK, DV]`
 /// contiguous fp32, written in `Mode::State` and, in `Mode::Output`, when `write_state`.
+///
+/// Each unit keeps its tiles of the scores and of the inter term in registers across the qk
+/// chunks of a block; only the masked, decayed scores go through shared memory, for the
+/// intra product.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn sweep_kernel<F: Float>(
@@ -102,6 +203,15 @@ pub fn sweep_kernel<F: Float>(
     let ev = tiles.ev;
     let dcap = tiles.dcap;
     let outputs = comptime!(mode == Mode::Output);
+    // Padded rows: a warp reads up to 32 rows of Q, K or the scores at one column, which
+    // an odd row length puts on distinct banks.
+    let qk_row = comptime!(dk + 1);
+    let att_row = comptime!(blk + 1);
+    // The three products' tiles: scores `[blk, blk]`, inter, intra and output `[blk, ev]`,
+    // state update `[dk, ev]`.
+    let scores_grid = comptime!(Grid::new(blk, blk, tiles.units));
+    let out_grid = comptime!(Grid::new(blk, ev, tiles.units));
+    let state_grid = comptime!(Grid::new(dk, ev, tiles.units));
 
     let units = CUBE_DIM as usize;
     let unit = UNIT_POS as usize;
@@ -122,11 +232,10 @@ pub fn sweep_kernel<F: Float>(
     let seg_start = segment * seg_len;
     let seg_end = min(n, seg_start + seg_len);
 
-    let mut qs = SharedMemory::<f32>::new(blk * dk);
-    let mut ks = SharedMemory::<f32>::new(blk * dk);
+    let mut qs = SharedMemory::<f32>::new(blk * qk_row);
+    let mut ks = SharedMemory::<f32>::new(blk * qk_row);
     let mut vs = SharedMemory::<f32>::new(blk * ev);
-    let mut os = SharedMemory::<f32>::new(blk * ev);
-    let mut att = SharedMemory::<f32>::new(blk * blk);
+    let mut att = SharedMemory::<f32>::new(blk * att_row);
     let mut kv = SharedMemory::<f32>::new(dcap * ev);
     let mut decay = SharedMemory::<f32>::new(blk + 1);
 
@@ -156,6 +265,15 @@ pub fn sweep_kernel<F: Float>(
     let shift_inter = if reverse { 0usize } else { 1usize };
     let shift_update = if reverse { 1usize } else { 0usize };
     let num_chunks = dqk.div_ceil(dk);
+    // This unit's place in the output and state-update grids.
+    let (og_gr, og_gc, og_tr, og_tc) =
+        comptime!((out_grid.gr, out_grid.gc, out_grid.tr, out_grid.tc));
+    let our = unit / og_gc;
+    let ouc = unit % og_gc;
+    let (sg_gr, sg_gc, sg_tr, sg_tc) =
+        comptime!((state_grid.gr, state_grid.gc, state_grid.tr, state_grid.tc));
+    let sur = unit / sg_gc;
+    let suc = unit % sg_gc;
 
     let mut t0 = seg_start;
     while t0 < seg_end {
@@ -171,18 +289,10 @@ pub fn sweep_kernel<F: Float>(
                 val = f32::cast_from(v[v_base + t * dv + c0 + c]);
             }
             vs[idx] = val;
-            if outputs {
-                os[idx] = 0.0;
-            }
             idx += units;
         }
-        if outputs {
-            let mut idx = unit;
-            while idx < blk * blk {
-                att[idx] = 0.0;
-                idx += units;
-            }
-        }
+        let mut scores = zeros(scores_grid);
+        let mut inter = zeros(out_grid);
 
         for chunk in 0..num_chunks {
             let d0 = chunk * dk;
@@ -200,74 +310,137 @@ pub fn sweep_kernel<F: Float>(
                     }
                     kvv = f32::cast_from(k[qk_base + t * dqk + d0 + kk]);
                 }
-                qs[idx] = qv;
-                ks[idx] = kvv;
+                qs[i * qk_row + kk] = qv;
+                ks[i * qk_row + kk] = kvv;
                 idx += units;
             }
             sync_cube();
 
             if outputs {
-                // intra: scores of this qk chunk, lower triangle only.
-                let mut idx = unit;
-                while idx < blk * blk {
-                    let i = idx / blk;
-                    let j = idx % blk;
-                    if j <= i {
-                        let mut acc = 0.0f32;
-                        for kk in 0..dk {
-                            acc += qs[i * dk + kk] * ks[j * dk + kk];
-                        }
-                        att[idx] += acc;
-                    }
-                    idx += units;
-                }
-                // inter: this chunk's rows of the state entering the block.
-                let mut idx = unit;
-                while idx < blk * ev {
-                    let i = idx / ev;
-                    let c = idx % ev;
-                    let mut acc = 0.0f32;
-                    for kk in 0..dk {
-                        acc += qs[i * dk + kk] * kv[(d0 + kk) * ev + c];
-                    }
-                    os[idx] += acc;
-                    idx += units;
-                }
+                // intra scores of this qk chunk, and inter against this chunk's state rows.
+                product(
+                    &qs,
+                    &ks,
+                    0usize,
+                    dk,
+                    &decay,
+                    0usize,
+                    &mut scores,
+                    qk_row,
+                    1usize,
+                    1usize,
+                    qk_row,
+                    false,
+                    scores_grid,
+                );
+                product(
+                    &qs,
+                    &kv,
+                    d0 * ev,
+                    dk,
+                    &decay,
+                    0usize,
+                    &mut inter,
+                    qk_row,
+                    1usize,
+                    ev,
+                    1usize,
+                    false,
+                    out_grid,
+                );
+                // The update below overwrites the state rows just read.
                 sync_cube();
             }
 
             // state update of this chunk's rows: lambda^m KV + sum_j lambda^(m-1-j+shift) k_j v_j.
-            let mut idx = unit;
-            while idx < dk * ev {
-                let kk = idx / ev;
-                let c = idx % ev;
-                let mut acc = decay[m] * kv[(d0 + kk) * ev + c];
-                for j in 0..m {
-                    acc += decay[m - 1 - j + shift_update] * ks[j * dk + kk] * vs[j * ev + c];
+            let mut update = zeros(state_grid);
+            product(
+                &ks,
+                &vs,
+                0usize,
+                m,
+                &decay,
+                m - 1 + shift_update,
+                &mut update,
+                1usize,
+                qk_row,
+                ev,
+                1usize,
+                true,
+                state_grid,
+            );
+            if sur < sg_gr {
+                #[unroll]
+                for r in 0..sg_tr {
+                    #[unroll]
+                    for c in 0..sg_tc {
+                        let at = (d0 + sur + sg_gr * r) * ev + suc + sg_gc * c;
+                        kv[at] = decay[m] * kv[at] + update[r * sg_tc + c];
+                    }
                 }
-                kv[(d0 + kk) * ev + c] = acc;
-                idx += units;
             }
         }
-        sync_cube();
 
         if outputs {
-            let mut idx = unit;
-            while idx < blk * ev {
-                let i = idx / ev;
-                let c = idx % ev;
-                if i < m && c0 + c < dv {
-                    let mut acc = decay[i + shift_inter] * os[idx];
-                    for j in 0..i + 1 {
-                        acc += att[i * blk + j] * decay[i - j] * vs[j * ev + c];
+            // The masked, decayed scores, for the intra product.
+            let (g_gr, g_gc, g_tr, g_tc) = comptime!((
+                scores_grid.gr,
+                scores_grid.gc,
+                scores_grid.tr,
+                scores_grid.tc
+            ));
+            let ur = unit / g_gc;
+            let uc = unit % g_gc;
+            if ur < g_gr {
+                #[unroll]
+                for r in 0..g_tr {
+                    #[unroll]
+                    for c in 0..g_tc {
+                        let i = ur + g_gr * r;
+                        let j = uc + g_gc * c;
+                        let mut p = 0.0f32;
+                        if j <= i {
+                            p = scores[r * g_tc + c] * decay[i - j];
+                        }
+                        att[i * att_row + j] = p;
                     }
-                    let t = time_index(t0 + i, n, reverse);
-                    out[v_base + t * dv + c0 + c] = F::cast_from(acc);
                 }
-                idx += units;
             }
             sync_cube();
+
+            if our < og_gr {
+                #[unroll]
+                for r in 0..og_tr {
+                    #[unroll]
+                    for c in 0..og_tc {
+                        inter[r * og_tc + c] *= decay[our + og_gr * r + shift_inter];
+                    }
+                }
+            }
+            // Scores past this unit's last row are masked to zero: skip them.
+            let last_row = our + og_gr * (og_tr - 1);
+            let keys = min(m, last_row + 1);
+            product(
+                &att, &vs, 0usize, keys, &decay, 0usize, &mut inter, att_row, 1usize, ev, 1usize,
+                false, out_grid,
+            );
+            if our < og_gr {
+                #[unroll]
+                for r in 0..og_tr {
+                    #[unroll]
+                    for c in 0..og_tc {
+                        let i = our + og_gr * r;
+                        let col = c0 + ouc + og_gc * c;
+                        if i < m && col < dv {
+                            let t = time_index(t0 + i, n, reverse);
+                            out[v_base + t * dv + col] = F::cast_from(inter[r * og_tc + c]);
+                        }
+                    }
+                }
+            }
         }
+        // The next block overwrites the V slice and the scores.
+        sync_cube();
         t0 += blk;
     }
 

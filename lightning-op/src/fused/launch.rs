@@ -92,11 +92,17 @@ impl<R: CubeRuntime> Entering<R> {
 /// Units per cube: enough to cover a block's tiles without idling most of them.
 const UNITS: u32 = 256;
 
+/// The largest power of two not above `x` (`x >= 1`).
+fn prev_power_of_two(x: usize) -> usize {
+    1 << x.ilog2()
+}
+
 /// Picks the tiles: the widest value slice first (fewer cubes recompute the intra scores),
 /// then the longest block, then the widest qk chunk that fit in shared memory. The state's
 /// row capacity is the qk dim rounded up to a power of two, so a handful of kernel variants
 /// serve every head dim.
-pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
+pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize, max_units: usize) -> Tiles {
+    let units = prev_power_of_two(UNITS.min(max_units as u32) as usize);
     let ev_cap = dv.next_multiple_of(8).min(64);
     for ev in [64, 32, 16, 8].into_iter().filter(|&ev| ev <= ev_cap) {
         for blk in [64, 32, 16] {
@@ -106,6 +112,7 @@ pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize) -> Tiles {
                     dk,
                     ev,
                     dcap: dqk.next_power_of_two().max(dk),
+                    units,
                 };
                 if tiles.shared_bytes() <= max_shared {
                     return tiles;
@@ -188,7 +195,12 @@ impl Kernel {
                     geometry,
                 }
             }
-            _ => Kernel::Scalar(choose_tiles(dqk, dv, max_shared)),
+            _ => Kernel::Scalar(choose_tiles(
+                dqk,
+                dv,
+                max_shared,
+                props.hardware.max_units_per_cube as usize,
+            )),
         }
     }
 
@@ -419,7 +431,7 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
                 Kernel::Scalar(tiles) => sweep_kernel::launch_unchecked::<R>(
                     &client,
                     count(slices),
-                    CubeDim::new_1d(UNITS.min(props.max_units_per_cube)),
+                    CubeDim::new_1d(tiles.units as u32),
                     q.clone().into_tensor_arg(),
                     k.clone().into_tensor_arg(),
                     v.clone().into_tensor_arg(),
