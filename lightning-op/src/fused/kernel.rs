@@ -135,6 +135,63 @@ fn zeros(#[comptime] g: Grid) -> Array<f32> {
     acc
 }
 
+/// This unit's share of a `[blk, cols]` tile: rows `t0 .. t0 + m` (in sweep order) and columns
+/// `c0 .. c0 + cols` of `src` (`[n, width]` from `base`), zero past `m` rows or `width`
+/// columns; element `unit + it units` goes to `regs[it]`. All loads are issued before any
+/// is stored, so the unit waits on memory once per tile instead of once per element.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn fetch<F: Float>(
+    src: &Tensor<F>,
+    base: usize,
+    n: usize,
+    width: usize,
+    c0: usize,
+    t0: usize,
+    m: usize,
+    #[comptime] blk: usize,
+    #[comptime] cols: usize,
+    #[comptime] units: usize,
+    #[comptime] reverse: bool,
+) -> Array<f32> {
+    let count = comptime!((blk * cols).div_ceil(units));
+    let unit = UNIT_POS as usize;
+    let mut regs = Array::<f32>::new(count);
+    #[unroll]
+    for it in 0..count {
+        let idx = unit + it * units;
+        let i = idx / cols;
+        let c = idx % cols;
+        regs[it] = 0.0;
+        if i < m && c0 + c < width {
+            let t = time_index(t0 + i, n, reverse);
+            regs[it] = f32::cast_from(src[base + t * width + c0 + c]);
+        }
+    }
+    regs
+}
+
+/// Stores what [`fetch`] loaded into `dst`, rows `row_stride` apart.
+#[cube]
+fn stage(
+    regs: &Array<f32>,
+    dst: &mut SharedMemory<f32>,
+    #[comptime] blk: usize,
+    #[comptime] cols: usize,
+    #[comptime] row_stride: usize,
+    #[comptime] units: usize,
+) {
+    let count = comptime!((blk * cols).div_ceil(units));
+    let unit = UNIT_POS as usize;
+    #[unroll]
+    for it in 0..count {
+        let idx = unit + it * units;
+        if idx < blk * cols {
+            dst[(idx / cols) * row_stride + idx % cols] = regs[it];
+        }
+    }
+}
+
 /// Time index of the `i`-th token in sweep order.
 #[cube]
 pub(super) fn time_index(i: usize, n: usize, #[comptime] reverse: bool) -> usize {
@@ -279,41 +336,20 @@ pub fn sweep_kernel<F: Float>(
     while t0 < seg_end {
         let m = min(blk, seg_end - t0);
 
-        let mut idx = unit;
-        while idx < blk * ev {
-            let i = idx / ev;
-            let c = idx % ev;
-            let mut val = 0.0f32;
-            if i < m && c0 + c < dv {
-                let t = time_index(t0 + i, n, reverse);
-                val = f32::cast_from(v[v_base + t * dv + c0 + c]);
-            }
-            vs[idx] = val;
-            idx += units;
-        }
+        let vr = fetch(v, v_base, n, dv, c0, t0, m, blk, ev, tiles.units, reverse);
+        stage(&vr, &mut vs, blk, ev, ev, tiles.units);
         let mut scores = zeros(scores_grid);
         let mut inter = zeros(out_grid);
 
         for chunk in 0..num_chunks {
             let d0 = chunk * dk;
             sync_cube();
-            let mut idx = unit;
-            while idx < blk * dk {
-                let i = idx / dk;
-                let kk = idx % dk;
-                let mut qv = 0.0f32;
-                let mut kvv = 0.0f32;
-                if i < m && d0 + kk < dqk {
-                    let t = time_index(t0 + i, n, reverse);
-                    if outputs {
-                        qv = f32::cast_from(q[qk_base + t * dqk + d0 + kk]);
-                    }
-                    kvv = f32::cast_from(k[qk_base + t * dqk + d0 + kk]);
-                }
-                qs[i * qk_row + kk] = qv;
-                ks[i * qk_row + kk] = kvv;
-                idx += units;
+            let kr = fetch(k, qk_base, n, dqk, d0, t0, m, blk, dk, tiles.units, reverse);
+            if outputs {
+                let qr = fetch(q, qk_base, n, dqk, d0, t0, m, blk, dk, tiles.units, reverse);
+                stage(&qr, &mut qs, blk, dk, qk_row, tiles.units);
             }
+            stage(&kr, &mut ks, blk, dk, qk_row, tiles.units);
             sync_cube();
 
             if outputs {
