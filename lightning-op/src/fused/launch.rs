@@ -89,8 +89,14 @@ impl<R: CubeRuntime> Entering<R> {
     }
 }
 
-/// Units per cube: enough to cover a block's tiles without idling most of them.
-const UNITS: u32 = 256;
+/// Units per cube of the scalar kernel. Half as many, each with a register tile twice as
+/// large, once the `[blk, ev]` output gives each of 128 units 16 elements or more: fewer
+/// shared loads per FMA (H200, f32: -8 to -12 % with CUDA's 64 x 64 blocks), where WGPU's
+/// 16 x 64 blocks lost 7-9 % with them (NOTES v24).
+fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
+    let units = if blk * ev >= 128 * 16 { 128 } else { 256 };
+    prev_power_of_two(units.min(max_units))
+}
 
 /// The largest power of two not above `x` (`x >= 1`).
 fn prev_power_of_two(x: usize) -> usize {
@@ -105,7 +111,6 @@ fn prev_power_of_two(x: usize) -> usize {
 /// row capacity is the qk dim rounded up to a power of two, so a handful of kernel variants
 /// serve every head dim.
 pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize, max_units: usize) -> Tiles {
-    let units = prev_power_of_two(UNITS.min(max_units as u32) as usize);
     let ev_cap = dv.next_multiple_of(8).min(64);
     for ev in [64, 32, 16, 8].into_iter().filter(|&ev| ev <= ev_cap) {
         for dk in [32, 16, 8] {
@@ -115,7 +120,7 @@ pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize, max_units: 
                     dk,
                     ev,
                     dcap: dqk.next_power_of_two().max(dk),
-                    units,
+                    units: scalar_units(blk, ev, max_units),
                 };
                 if tiles.shared_bytes() <= max_shared {
                     return tiles;
