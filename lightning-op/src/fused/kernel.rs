@@ -6,6 +6,8 @@
 //! term `Q KV` against the state of all earlier blocks, then the state update
 //! `KV <- lambda^m KV + (diag(lambda^(m-1-j)) K)^T V`. The qk dim is streamed through shared
 //! memory in chunks of `dk` columns, so the on-chip footprint is bounded whatever `dqk` is.
+//! Each unit accumulates its own register tile of every product ([`Grid`]); the scores and
+//! the inter term stay in registers across a block's chunks.
 //!
 //! The same kernel serves the forward and all three backward products (see
 //! [`crate::reference::backward`]): `reverse` walks time backwards and moves one decay factor
@@ -43,8 +45,9 @@ impl Tiles {
 /// How a cube's units share one `rows x cols` product: a `gr x gc` grid, each unit
 /// accumulating `tr x tc` elements in registers, at rows `ur + gr r` and columns `uc + gc c`.
 ///
-/// Register tiles are what make the scalar path fast: every operand loaded from shared
-/// memory feeds `tr` or `tc` FMAs instead of one. Interleaved rather than contiguous tiles
+/// Register tiles cut the shared loads per FMA: every operand loaded from shared memory
+/// feeds `tr` or `tc` FMAs instead of one (3.5x the f32 speed of one element per unit on
+/// the H200, NOTES v24). Interleaved rather than contiguous tiles
 /// keep a warp's loads on consecutive banks and spread the triangular intra work evenly.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct Grid {
