@@ -273,7 +273,8 @@ pub fn sweep_kernel<F: Float>(
     let out_grid = comptime!(Grid::new(blk, ev, tiles.units));
     let state_grid = comptime!(Grid::new(dk, ev, tiles.units));
 
-    let units = CUBE_DIM as usize;
+    // The launch's cube dim; the register tiles above are laid out for it.
+    let units = comptime!(tiles.units);
     let unit = UNIT_POS as usize;
     let bh = CUBE_POS_Y as usize;
     let c0 = CUBE_POS_X as usize * ev;
