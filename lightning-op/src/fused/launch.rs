@@ -90,11 +90,16 @@ impl<R: CubeRuntime> Entering<R> {
 }
 
 /// Units per cube of the scalar kernel. Half as many, each with a register tile twice as
-/// large, once the `[blk, ev]` output gives each of 128 units 16 elements or more: fewer
+/// large, where the `[blk, ev]` output gives each of 128 units 16 to 32 elements: fewer
 /// shared loads per FMA (H200, f32: -8 to -12 % with CUDA's 64 x 64 blocks), where WGPU's
-/// 16 x 64 blocks lost 7-9 % with them (NOTES v24).
+/// 16 x 64 blocks lost 7-9 % with them (NOTES v24). A 64 x 128 output keeps 256 units, 32
+/// elements each, the largest tile measured without spills.
 fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
-    let units = if blk * ev >= 128 * 16 { 128 } else { 256 };
+    let units = if (128 * 16..=128 * 32).contains(&(blk * ev)) {
+        128
+    } else {
+        256
+    };
     prev_power_of_two(units.min(max_units))
 }
 
@@ -105,23 +110,31 @@ fn prev_power_of_two(x: usize) -> usize {
 
 /// Picks the tiles: the widest value slice first (fewer cubes recompute the intra scores),
 /// then the widest qk chunk (each chunk of a block costs a load, two barriers and a pass
-/// over its state rows), then the longest block that fit in shared memory. On Vulkan's 48
-/// KB at d = e = 128 that is a block of 16 with chunks of 32 rather than 32 with chunks of
-/// 8: f32 forward 1.53 against 1.98 ms at (4,32,1K) on the H200 (NOTES v24). The state's
-/// row capacity is the qk dim rounded up to a power of two, so a handful of kernel variants
-/// serve every head dim.
+/// over its state rows), then the longest block that fit in shared memory. A slice of 128
+/// (132 KB, one cube per SM) only with the 64 x 32 tiles it was measured at, for `dqk <=
+/// 128`: H200, f32, against slices of 64, -2 to -4 % forward at b x h >= 128, -1 to -5 %
+/// fwd+bwd on the segmented shapes, +6 % forward at (2,16,32K) (NOTES v25). On Vulkan's 48
+/// KB at d = e = 128 the choice is a block of 16 with chunks of 32 rather than 32 with
+/// chunks of 8: f32 forward 1.53 against 1.98 ms at (4,32,1K) on the H200 (NOTES v24). The
+/// state's row capacity is the qk dim rounded up to a power of two, so a handful of kernel
+/// variants serve every head dim.
 pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize, max_units: usize) -> Tiles {
+    let tiles = |blk, dk, ev| Tiles {
+        blk,
+        dk,
+        ev,
+        dcap: dqk.next_power_of_two().max(dk),
+        units: scalar_units(blk, ev, max_units),
+    };
+    let wide = tiles(64, 32, 128);
+    if dv > 64 && dqk <= 128 && wide.units == 256 && wide.shared_bytes() <= max_shared {
+        return wide;
+    }
     let ev_cap = dv.next_multiple_of(8).min(64);
     for ev in [64, 32, 16, 8].into_iter().filter(|&ev| ev <= ev_cap) {
         for dk in [32, 16, 8] {
             for blk in [64, 32, 16] {
-                let tiles = Tiles {
-                    blk,
-                    dk,
-                    ev,
-                    dcap: dqk.next_power_of_two().max(dk),
-                    units: scalar_units(blk, ev, max_units),
-                };
+                let tiles = tiles(blk, dk, ev);
                 if tiles.shared_bytes() <= max_shared {
                     return tiles;
                 }
@@ -227,9 +240,11 @@ impl Kernel {
     }
 
     /// Cubes per SM that the segment count plans for: the tensor-core geometry's, by its
-    /// registers; two for the scalar kernel, as before geometries had their own count.
+    /// registers; the scalar kernel's by its shared memory (two of up to 83 KB with slices
+    /// up to 64, one of 132 KB with a slice of 128).
     fn per_sm(self) -> usize {
         match self {
+            Kernel::Scalar(tiles) if tiles.ev > 64 => 1,
             Kernel::Scalar(_) => 2,
             Kernel::Cmma { geometry, .. } => geometry.per_sm(),
         }
