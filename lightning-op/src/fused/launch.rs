@@ -103,6 +103,22 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
     prev_power_of_two(units.min(max_units))
 }
 
+/// The local-state pass's tiles: slices of at most 64. It makes no scores, so a wider slice
+/// saves it nothing, and at one 132 KB cube per SM its cubes (twice the output pass's,
+/// [`LOCAL_SPLIT`]) took 1.45 waves: (2,16,32K) f32, 2.97 ms against 2.07 with slices of 64
+/// at three cubes per SM (ncu, NOTES v25).
+fn local_tiles(tiles: Tiles) -> Tiles {
+    if tiles.ev > 64 {
+        Tiles {
+            ev: 64,
+            units: scalar_units(tiles.blk, 64, tiles.units),
+            ..tiles
+        }
+    } else {
+        tiles
+    }
+}
+
 /// The largest power of two not above `x` (`x >= 1`).
 fn prev_power_of_two(x: usize) -> usize {
     1 << x.ilog2()
@@ -309,8 +325,6 @@ fn choose_segments(n: usize, blk: usize, cubes: usize, per_sm: usize, sms: Optio
 /// later sweep can tell whether an earlier one's segment states fit it).
 struct Plan {
     kernel: Kernel,
-    /// Value slices per head, one cube each.
-    slices: usize,
     /// Output segments, each `seg_len` tokens (the last one shorter) ...
     segments: usize,
     seg_len: usize,
@@ -346,7 +360,6 @@ impl Plan {
         let seg_len = local_len * split;
         Plan {
             kernel,
-            slices,
             segments: n.div_ceil(seg_len),
             seg_len,
             split,
@@ -418,7 +431,6 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
     let props = &client.properties().hardware;
     let Plan {
         kernel,
-        slices,
         segments,
         split,
         local_len,
@@ -451,25 +463,31 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
         // columns past n, dqk or dv are masked); `check_mode = "validate"` confirms it.
         unsafe {
             match kernel {
-                Kernel::Scalar(tiles) => sweep_kernel::launch_unchecked::<R>(
-                    &client,
-                    count(slices),
-                    CubeDim::new_1d(tiles.units as u32),
-                    q.clone().into_tensor_arg(),
-                    k.clone().into_tensor_arg(),
-                    v.clone().into_tensor_arg(),
-                    slopes.clone().into_tensor_arg(),
-                    state_in.into_tensor_arg(),
-                    out.clone().into_tensor_arg(),
-                    state_out.clone().into_tensor_arg(),
-                    seg_len,
-                    tiles,
-                    mode,
-                    has_state,
-                    write_state,
-                    reverse,
-                    dtype,
-                ),
+                Kernel::Scalar(tiles) => {
+                    let tiles = match mode {
+                        Mode::State => local_tiles(tiles),
+                        _ => tiles,
+                    };
+                    sweep_kernel::launch_unchecked::<R>(
+                        &client,
+                        count(dv.div_ceil(tiles.ev)),
+                        CubeDim::new_1d(tiles.units as u32),
+                        q.clone().into_tensor_arg(),
+                        k.clone().into_tensor_arg(),
+                        v.clone().into_tensor_arg(),
+                        slopes.clone().into_tensor_arg(),
+                        state_in.into_tensor_arg(),
+                        out.clone().into_tensor_arg(),
+                        state_out.clone().into_tensor_arg(),
+                        seg_len,
+                        tiles,
+                        mode,
+                        has_state,
+                        write_state,
+                        reverse,
+                        dtype,
+                    )
+                }
                 Kernel::Cmma {
                     dcap,
                     ptx,
