@@ -128,12 +128,12 @@ fn prev_power_of_two(x: usize) -> usize {
 /// then the widest qk chunk (each chunk of a block costs a load, two barriers and a pass
 /// over its state rows), then the longest block that fit in shared memory. A slice of 128
 /// (132 KB, one cube per SM) only with the 64 x 32 tiles it was measured at, for `dqk <=
-/// 128`: H200, f32, against slices of 64, -2 to -4 % forward at b x h >= 128, -1 to -5 %
-/// fwd+bwd on the segmented shapes, +6 % forward at (2,16,32K) (NOTES v25). On Vulkan's 48
-/// KB at d = e = 128 the choice is a block of 16 with chunks of 32 rather than 32 with
-/// chunks of 8: f32 forward 1.53 against 1.98 ms at (4,32,1K) on the H200 (NOTES v24). The
-/// state's row capacity is the qk dim rounded up to a power of two, so a handful of kernel
-/// variants serve every head dim.
+/// 128`: H200, f32, against slices of 64 (with the local pass kept at 64, see
+/// [`local_tiles`]), -2 to -5 % forward and fwd+bwd at every measured shape, b x h from 16
+/// to 512 (NOTES v25). On Vulkan's 48 KB at d = e = 128 the choice is a block of 16 with
+/// chunks of 32 rather than 32 with chunks of 8: f32 forward 1.53 against 1.98 ms at
+/// (4,32,1K) on the H200 (NOTES v24). The state's row capacity is the qk dim rounded up to
+/// a power of two, so a handful of kernel variants serve every head dim.
 pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize, max_units: usize) -> Tiles {
     let tiles = |blk, dk, ev| Tiles {
         blk,
