@@ -354,6 +354,11 @@ fn zeros<F: Float, M: TensorCore<F>>(#[comptime] count: usize) -> Sequence<M::Ac
 /// The state entering this cube's segment of `(batch, head)`, from `state_in` (see
 /// [`entering_state`]), into the warp's tiles, each through its fp32 scratch tile at
 /// `scratch`.
+///
+/// Every tile's elements are fetched into registers before the first goes through the
+/// scratch tile: the backward's dq and dk passes read states written long before (no
+/// longer in L2), and one fetch per tile between the scratch tile's barriers cost them a
+/// DRAM round trip per tile, ~17 us per pass at (1,16,64K) (NOTES v26, v27).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_state<F: Float, M: TensorCore<F>>(
@@ -371,20 +376,30 @@ fn load_state<F: Float, M: TensorCore<F>>(
     let (_, dqk, dv) = sizes;
     let (batch, head) = batch_head;
     let c0 = CUBE_POS_X as usize * g.ev;
+    let slots = comptime!(layout.slots(dcap, g));
+    let per_lane = comptime!(T * T / 32);
+    let mut fetched = Array::<f32>::new(comptime!(slots * per_lane));
     #[unroll]
-    for s in 0..comptime!(layout.slots(dcap, g)) {
+    for s in 0..slots {
         let (held, d0, e0) = slot(s, layout, dcap, g);
+        #[unroll]
+        for e in 0..per_lane {
+            let (row, col) = tile_element(lane + e * 32, d0, e0, layout);
+            let mut init = 0.0f32;
+            if held && row < dqk && c0 + col < dv {
+                init = entering_state(state_in, CUBE_POS_Z as usize, batch, head, row, c0 + col);
+            }
+            fetched[s * per_lane + e] = init;
+        }
+    }
+    #[unroll]
+    for s in 0..slots {
+        let (held, _, _) = slot(s, layout, dcap, g);
         if held {
             #[unroll]
-            for e in 0..T * T / 32 {
+            for e in 0..per_lane {
                 let idx = lane + e * 32;
-                let (row, col) = tile_element(idx, d0, e0, layout);
-                let mut init = 0.0f32;
-                if row < dqk && c0 + col < dv {
-                    init =
-                        entering_state(state_in, CUBE_POS_Z as usize, batch, head, row, c0 + col);
-                }
-                ss[scratch + (idx / T) * XS + idx % T] = init;
+                ss[scratch + (idx / T) * XS + idx % T] = fetched[s * per_lane + e];
             }
             sync_plane();
             M::load(accs.index_mut(s), ss, scratch, XS);
