@@ -46,6 +46,8 @@ pub fn tile_end(at: usize, stride: usize) -> usize {
 pub trait TensorCore<F: Float> {
     /// A 16x16 fp32 accumulator tile, held by one warp.
     type Acc: CubeType;
+    /// A 16x16 A operand in registers, for products that share it.
+    type Lhs: CubeType;
     /// A 16x16 B operand in registers, for products that share it.
     type Rhs: CubeType;
 
@@ -58,14 +60,15 @@ pub trait TensorCore<F: Float> {
         #[comptime] op: Operand,
     ) -> Self::Rhs;
 
-    /// `acc += A B`, `A` the 16x16 tile of `a` from element `a_at`.
-    fn mma_rhs<A: CubePrimitive>(
-        acc: &mut Self::Acc,
-        a: &SharedMemory<A>,
-        a_at: usize,
-        #[comptime] a_op: Operand,
-        b: &Self::Rhs,
-    );
+    /// The 16x16 A operand of `a` from element `at`.
+    fn load_lhs<V: CubePrimitive>(
+        a: &SharedMemory<V>,
+        at: usize,
+        #[comptime] op: Operand,
+    ) -> Self::Lhs;
+
+    /// `acc += A B`.
+    fn mma(acc: &mut Self::Acc, a: &Self::Lhs, b: &Self::Rhs);
 
     /// Row `k` of `b` times `w[at + k]`, the weight rounded to `F` and multiplied two
     /// lanes at a time (`HMUL2`). Manual MMA only.
@@ -112,7 +115,7 @@ pub fn product<F: Float, M: TensorCore<F>, A: CubePrimitive, B: CubePrimitive>(
     #[comptime] b_op: Operand,
 ) {
     let rhs = M::load_rhs::<B>(b, b_at, b_op);
-    M::mma_rhs::<A>(acc, a, a_at, a_op, &rhs);
+    M::mma(acc, &M::load_lhs::<A>(a, a_at, a_op), &rhs);
 }
 
 /// CubeCL's cooperative matrices (WMMA).
@@ -134,6 +137,7 @@ fn wmma_operand<F: Float, V: CubePrimitive>(
 #[cube]
 impl<F: Float> TensorCore<F> for Wmma {
     type Acc = Matrix<f32>;
+    type Lhs = Matrix<F>;
     type Rhs = Matrix<F>;
 
     fn zero() -> Matrix<f32> {
@@ -155,15 +159,16 @@ impl<F: Float> TensorCore<F> for Wmma {
         wmma_operand::<F, V>(b, at, MatrixIdent::B, op)
     }
 
-    fn mma_rhs<A: CubePrimitive>(
-        acc: &mut Matrix<f32>,
-        a: &SharedMemory<A>,
-        a_at: usize,
-        #[comptime] a_op: Operand,
-        b: &Matrix<F>,
-    ) {
-        let lhs = wmma_operand::<F, A>(a, a_at, MatrixIdent::A, a_op);
-        cmma::execute::<F, F, f32, f32>(&lhs, b, acc, acc);
+    fn load_lhs<V: CubePrimitive>(
+        a: &SharedMemory<V>,
+        at: usize,
+        #[comptime] op: Operand,
+    ) -> Matrix<F> {
+        wmma_operand::<F, V>(a, at, MatrixIdent::A, op)
+    }
+
+    fn mma(acc: &mut Matrix<f32>, a: &Matrix<F>, b: &Matrix<F>) {
+        cmma::execute::<F, F, f32, f32>(a, b, acc, acc);
     }
 
     fn weight_rhs(_b: &mut Matrix<F>, _w: &SharedMemory<f32>, _at: usize) {
@@ -363,6 +368,7 @@ fn band(
 #[cube]
 impl<F: Float> TensorCore<F> for Ptx {
     type Acc = PtxAcc;
+    type Lhs = PtxLhs<F>;
     type Rhs = Array<Vector<F, Const<2>>>;
 
     fn zero() -> PtxAcc {
@@ -384,14 +390,16 @@ impl<F: Float> TensorCore<F> for Ptx {
         ptx_load_rhs::<F, V>(b, at, op)
     }
 
-    fn mma_rhs<A: CubePrimitive>(
-        acc: &mut PtxAcc,
-        a: &SharedMemory<A>,
-        a_at: usize,
-        #[comptime] a_op: Operand,
-        b: &Array<Vector<F, Const<2>>>,
-    ) {
-        ptx_mma::<F>(acc, &ptx_load_lhs::<F, A>(a, a_at, a_op), b);
+    fn load_lhs<V: CubePrimitive>(
+        a: &SharedMemory<V>,
+        at: usize,
+        #[comptime] op: Operand,
+    ) -> PtxLhs<F> {
+        ptx_load_lhs::<F, V>(a, at, op)
+    }
+
+    fn mma(acc: &mut PtxAcc, a: &PtxLhs<F>, b: &Array<Vector<F, Const<2>>>) {
+        ptx_mma::<F>(acc, a, b);
     }
 
     fn weight_rhs(b: &mut Array<Vector<F, Const<2>>>, w: &SharedMemory<f32>, at: usize) {

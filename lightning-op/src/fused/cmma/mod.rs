@@ -211,9 +211,14 @@ fn lower_tile(k: usize) -> (usize, usize) {
 const LOCAL_EV: usize = 128;
 const LOCAL_WARPS: usize = 8;
 
-// `update` loads each V operand once per warp: all of a warp's state tiles (`warp + s
-// warps`) must sit in the same column of tiles.
-const _: () = assert!(LOCAL_WARPS % (LOCAL_EV / T) == 0);
+// `update` loads each V operand once per warp: with `Spread`, all of a warp's state tiles
+// (`warp + s warps`) must sit in the same column of tiles; the local pass deals its tiles
+// out as `Blocks`.
+const _: () = assert!(Layout::blocks_fit(Geometry {
+    ev: LOCAL_EV,
+    warps: LOCAL_WARPS,
+    double: true
+}));
 const _: () = assert!(Geometry::WIDE.warps % (Geometry::WIDE.ev / T) == 0);
 const _: () = assert!(Geometry::COMPACT.warps % (Geometry::COMPACT.ev / T) == 0);
 
@@ -295,6 +300,12 @@ pub enum Layout {
     /// Warp `j < ev / T` holds value columns `j T ..` for every d, transposed (rows e,
     /// columns d), slot `s` the d rows `s T ..`: [`stationary`].
     Stationary,
+    /// Warp `w` holds two neighbouring columns of tiles (pair `w % pairs` of the `pairs =
+    /// ev / 2T`) over a run of `slots / 2` rows of tiles (run `w / pairs`), slot `s` row
+    /// `s / 2` of the run, column `s % 2`: [`local_state`] with manual MMA. Each K^T operand
+    /// a warp loads then serves two products, where `Spread` loads one per product: with
+    /// every warp reading all of K, those loads were most of the pass's shared traffic.
+    Blocks,
 }
 
 impl Layout {
@@ -303,7 +314,26 @@ impl Layout {
         match self {
             Layout::Spread => (dcap / T * g.ev / T).div_ceil(g.warps),
             Layout::Stationary => dcap / T,
+            Layout::Blocks => 2 * (dcap / T).div_ceil(g.warps / Layout::pairs(g)),
         }
+    }
+
+    /// Columns of tiles a warp holds in [`update`] (one for `Spread`).
+    const fn columns(self) -> usize {
+        match self {
+            Layout::Blocks => 2,
+            _ => 1,
+        }
+    }
+
+    /// `Blocks`' pairs of tile columns.
+    const fn pairs(g: Geometry) -> usize {
+        g.ev / T / 2
+    }
+
+    /// Whether `Blocks` deals geometry `g`'s tiles out evenly.
+    const fn blocks_fit(g: Geometry) -> bool {
+        (g.ev / T) % 2 == 0 && g.warps % Layout::pairs(g) == 0
     }
 }
 
@@ -325,6 +355,15 @@ fn slot(
             (tile / v_tiles) * T,
             (tile % v_tiles) * T,
         )
+    } else if comptime!(layout == Layout::Blocks) {
+        let pairs = comptime!(Layout::pairs(g));
+        let run = comptime!(layout.slots(dcap, g) / 2);
+        let row = (warp / pairs) * run + s / 2;
+        let mut held = true;
+        if comptime!((dcap / T) % run != 0) {
+            held = row < comptime!(dcap / T);
+        }
+        (held, row * T, (2 * (warp % pairs) + s % 2) * T)
     } else {
         (warp < v_tiles, s * T, warp * T)
     }
@@ -333,10 +372,10 @@ fn slot(
 /// Element `idx` (row-major) of a tile at `(d0, e0)`: its state row and column.
 #[cube]
 fn tile_element(idx: usize, d0: usize, e0: usize, #[comptime] layout: Layout) -> (usize, usize) {
-    if comptime!(layout == Layout::Spread) {
-        (d0 + idx / T, e0 + idx % T)
-    } else {
+    if comptime!(layout == Layout::Stationary) {
         (d0 + idx % T, e0 + idx / T)
+    } else {
+        (d0 + idx / T, e0 + idx % T)
     }
 }
 
@@ -590,12 +629,12 @@ fn sweep<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     }
 }
 
-/// One block of `KV += K^T diag(w) V` on the warp's state tiles (`accs[s]` is tile
-/// `warp + s warps`, `ev / T` tiles per row of tiles). `warps` is a multiple of `ev / T`,
-/// so a warp's tiles share their columns of V: each V operand is loaded once for all of
-/// them. K `[BLK, dcap]` is in `raw` from element `ka`: raw with `ptx`, whose token weights
-/// `w[wa ..]` go onto V's registers; otherwise already weighted in place ([`scale_rows`])
-/// and `w` is unused. V `[BLK, ev]` is in `raw` from element `va`.
+/// One block of `KV += K^T diag(w) V` on the warp's state tiles (`accs[s]` is its slot
+/// `s` of `layout`, `Spread` or `Blocks`). Either way a warp's tiles share their one or two
+/// columns of V, each V operand loaded once for all of them, and each K^T operand serves
+/// the warp's tiles of its row. K `[BLK, dcap]` is in `raw` from element `ka`: raw with
+/// `ptx`, whose token weights `w[wa ..]` go onto V's registers; otherwise already weighted
+/// in place ([`scale_rows`]) and `w` is unused. V `[BLK, ev]` is in `raw` from element `va`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn update<F: Float, N: Size, M: TensorCore<F>>(
@@ -605,36 +644,45 @@ fn update<F: Float, N: Size, M: TensorCore<F>>(
     va: usize,
     w: &SharedMemory<f32>,
     wa: usize,
+    #[comptime] layout: Layout,
     #[comptime] dcap: usize,
     #[comptime] vec: usize,
     #[comptime] ptx: bool,
     #[comptime] g: Geometry,
 ) {
-    let warp = UNIT_POS_Y as usize;
     let qks = comptime!(qk_stride(dcap));
     let vs = comptime!(g.vs());
-    let tiles = comptime!(dcap / T * g.ev / T);
-    let per_warp = comptime!(tiles.div_ceil(g.warps));
-    let c = warp % comptime!(g.ev / T);
+    let columns = comptime!(layout.columns());
+    // The warp's first tile sets its columns of V.
+    let (_, _, e0) = slot(0, layout, dcap, g);
     #[unroll]
     for kk in 0..BLK / T {
-        let mut b =
-            M::load_rhs::<Vector<F, N>>(raw, va + kk * T * vs + c * T, comptime!(rows(vs, vec)));
-        if comptime!(ptx) {
-            M::weight_rhs(&mut b, w, wa + kk * T);
+        let mut b = Sequence::<M::Rhs>::new();
+        #[unroll]
+        for j in 0..columns {
+            let mut rhs = M::load_rhs::<Vector<F, N>>(
+                raw,
+                va + kk * T * vs + e0 + j * T,
+                comptime!(rows(vs, vec)),
+            );
+            if comptime!(ptx) {
+                M::weight_rhs(&mut rhs, w, wa + kk * T);
+            }
+            b.push(rhs);
         }
         #[unroll]
-        for s in 0..per_warp {
-            let tile = warp + s * g.warps;
-            if within(tile, tiles, g.warps) {
-                let r = tile / comptime!(g.ev / T);
-                M::mma_rhs::<Vector<F, N>>(
-                    accs.index_mut(s),
+        for i in 0..comptime!(layout.slots(dcap, g) / columns) {
+            let (held, d0, _) = slot(i * columns, layout, dcap, g);
+            if held {
+                let a = M::load_lhs::<Vector<F, N>>(
                     raw,
-                    ka + kk * T * qks + r * T,
+                    ka + kk * T * qks + d0,
                     comptime!(cols(qks, vec)),
-                    &b,
                 );
+                #[unroll]
+                for j in 0..columns {
+                    M::mma(accs.index_mut(i * columns + j), &a, b.index(j));
+                }
             }
         }
     }
@@ -678,7 +726,12 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
     let mut w = SharedMemory::<f32>::new_aligned(comptime!(weights_len(ptx, 1, g)), ALIGN);
     let gate = C::create();
 
-    let mut accs = zeros::<F, M>(comptime!(Layout::Spread.slots(dcap, g)));
+    let layout = comptime!(if ptx && Layout::blocks_fit(g) {
+        Layout::Blocks
+    } else {
+        Layout::Spread
+    });
+    let mut accs = zeros::<F, M>(comptime!(layout.slots(dcap, g)));
 
     let mut t0 = seg_start;
     let mut half = 0usize;
@@ -730,7 +783,19 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
             );
             sync_cube();
         }
-        update::<F, N, M>(&mut accs, &raw, at, at + va, &w, wa, dcap, vec, ptx, g);
+        update::<F, N, M>(
+            &mut accs,
+            &raw,
+            at,
+            at + va,
+            &w,
+            wa,
+            layout,
+            dcap,
+            vec,
+            ptx,
+            g,
+        );
         if comptime!(g.double) {
             half = 1usize - half;
         } else {
@@ -747,7 +812,7 @@ fn local_state<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
         warp * SCRATCH,
         state_out,
         1.0,
-        Layout::Spread,
+        layout,
         dcap,
         g,
     );
@@ -1024,7 +1089,19 @@ fn outputs<F: Float, N: Size, C: Copier, M: TensorCore<F>>(
 
         // 3b. KV += K^T V on the warp's own tiles, and the storage-type snapshot of each for
         // the next block's inter term, straight from the fragment.
-        update::<F, N, M>(&mut accs, &raw, ka, va, &w, wa + BLK, dcap, vec, ptx, g);
+        update::<F, N, M>(
+            &mut accs,
+            &raw,
+            ka,
+            va,
+            &w,
+            wa + BLK,
+            Layout::Spread,
+            dcap,
+            vec,
+            ptx,
+            g,
+        );
         #[unroll]
         for s in 0..per_warp {
             let tile = warp + s * warps;
