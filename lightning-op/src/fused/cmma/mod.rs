@@ -359,8 +359,9 @@ fn slot(
         let pairs = comptime!(Layout::pairs(g));
         let run = comptime!(layout.slots(dcap, g) / 2);
         let row = (warp / pairs) * run + s / 2;
+        // Runs of `run` rows cover every row exactly only where the runs divide them.
         let mut held = true;
-        if comptime!((dcap / T) % run != 0) {
+        if comptime!((dcap / T) % (g.warps / pairs) != 0) {
             held = row < comptime!(dcap / T);
         }
         (held, row * T, (2 * (warp % pairs) + s % 2) * T)
@@ -395,9 +396,11 @@ fn zeros<F: Float, M: TensorCore<F>>(#[comptime] count: usize) -> Sequence<M::Ac
 /// `scratch`.
 ///
 /// Every tile's elements are fetched into registers before the first goes through the
-/// scratch tile: the backward's dq and dk passes read states written long before (no
-/// longer in L2), and one fetch per tile between the scratch tile's barriers cost them a
-/// DRAM round trip per tile, ~17 us per pass at (1,16,64K) (NOTES v26, v27).
+/// scratch tile. One fetch per tile between the scratch tile's barriers cost a memory
+/// round trip per tile (the dq and dk passes read states written long before, no longer
+/// in L2), and with it the segmented dq, dv and dk passes ran 21-57 us longer at
+/// (1,16,64K) than with the batch (NOTES v27; part of that was the loop's register
+/// allocation).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn load_state<F: Float, M: TensorCore<F>>(
