@@ -28,100 +28,224 @@ pub struct Tiles {
     pub dcap: usize,
     /// Units per cube, a power of two: the products' register tiles are laid out for it.
     pub units: usize,
+    /// Floats per shared-memory access (1, 2 or 4; see [`Tiles::vectorized`]).
+    pub vec: usize,
 }
 
 impl Tiles {
     /// Bytes of shared memory one cube uses.
     pub fn shared_bytes(&self) -> usize {
-        let floats = 2 * self.blk * (self.dk + 1) // Q and K chunks, padded rows
-            + self.blk * self.ev                  // V slice
-            + self.blk * (self.blk + 1)           // intra-block scores, padded rows
-            + self.dcap * self.ev                 // state slice
+        let floats = 2 * self.blk * (self.dk + self.vec) // Q and K chunks, padded rows
+            + self.blk * self.ev                         // V slice
+            + self.blk * (self.blk + self.vec)           // intra-block scores, padded rows
+            + self.dcap * self.ev                        // state slice
             + self.blk + 1; // decay table
         floats * 4
+    }
+
+    /// The grids of the scores `[blk, blk]`, of the output `[blk, ev]` (inter and intra
+    /// terms) and of the state update `[dk, ev]`.
+    ///
+    /// Which dims go by vectors follows the shared layouts: the scores are stored
+    /// transposed, a vector along the query rows, for the intra product to read along its
+    /// output rows; the score columns stay one per unit step, so a warp's K rows lie
+    /// `dk + vec` floats apart, on distinct banks.
+    pub fn grids(&self) -> [Grid; 3] {
+        let v = self.vec;
+        [
+            Grid::new(self.blk, self.blk, self.units, v, 1),
+            Grid::new(self.blk, self.ev, self.units, v, v),
+            Grid::new(self.dk, self.ev, self.units, v, v),
+        ]
+    }
+
+    /// These tiles with the widest shared-memory access, up to `max`, that keeps every
+    /// grid's units busy. A 4-wide access loads four floats in one instruction: the
+    /// products issue a quarter of the shared loads per FMA, which is what the f32 kernel
+    /// spends its issue slots on (NOTES v24, v28). Tiles too small for it (Vulkan's 16-token
+    /// blocks) keep single floats.
+    pub fn vectorized(self, max: usize) -> Tiles {
+        let scalar = Tiles { vec: 1, ..self };
+        let busy = |t: Tiles| t.grids().map(|g| g.gr * g.gc);
+        [4, 2]
+            .into_iter()
+            .filter(|&v| v <= max && self.blk % v == 0 && self.dk % v == 0 && self.ev % v == 0)
+            .map(|vec| Tiles { vec, ..self })
+            .find(|&t| busy(t) == busy(scalar))
+            .unwrap_or(scalar)
     }
 }
 
 /// How a cube's units share one `rows x cols` product: a `gr x gc` grid, each unit
-/// accumulating `tr x tc` elements in registers, at rows `ur + gr r` and columns `uc + gc c`.
+/// accumulating `tr x tc` elements in registers. Unit `(ur, uc)` holds rows
+/// `(ur + gr a) vr + i` and columns `(uc + gc b) vc + j` (`i < vr`, `j < vc`): runs of `vr`
+/// rows and `vc` columns, the width of the shared loads along each.
 ///
 /// Register tiles cut the shared loads per FMA: every operand loaded from shared memory
 /// feeds `tr` or `tc` FMAs instead of one (3.5x the f32 speed of one element per unit on
-/// the H200, NOTES v24). Interleaved rather than contiguous tiles
-/// keep a warp's loads on consecutive banks and spread the triangular intra work evenly.
+/// the H200, NOTES v24). Interleaved rather than contiguous runs keep a warp's loads on
+/// consecutive banks and spread the triangular intra work evenly.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub struct Grid {
     pub gr: usize,
     pub gc: usize,
     pub tr: usize,
     pub tc: usize,
+    pub vr: usize,
+    pub vc: usize,
 }
 
 impl Grid {
-    /// `rows`, `cols` and `units` are powers of two; units past `gr x gc` idle.
-    pub fn new(rows: usize, cols: usize, units: usize) -> Self {
-        let gr = rows.min(16).min(units);
-        let gc = cols.min(units / gr);
+    /// `rows`, `cols` and `units` are powers of two, `rows >= vr`, `cols >= vc`; units past
+    /// `gr x gc` idle.
+    pub fn new(rows: usize, cols: usize, units: usize, vr: usize, vc: usize) -> Self {
+        let gr = (rows / vr).min(16).min(units);
+        let gc = (cols / vc).min(units / gr);
         Grid {
             gr,
             gc,
             tr: rows / gr,
             tc: cols / gc,
+            vr,
+            vc,
+        }
+    }
+}
+
+/// Where one operand of [`product`] lies in shared memory: element `(t, x)` (`t` a row or
+/// column of the unit's tile, `x` a step of the sum) at `t stride + x` along `Reduction`,
+/// at `x stride + t` along `Tile`, floats from the product's offset. A shared vector holds
+/// consecutive floats, so it covers `vec` steps of the sum or `vec` rows (columns) of the
+/// tile.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Operand {
+    pub stride: usize,
+    pub along_tile: bool,
+}
+
+impl Operand {
+    const fn reduction(stride: usize) -> Self {
+        Operand {
+            stride,
+            along_tile: false,
+        }
+    }
+    const fn tile(stride: usize) -> Self {
+        Operand {
+            stride,
+            along_tile: true,
+        }
+    }
+}
+
+/// Element `t` of the unit's rows (`run = vr`) or columns (`run = vc`) in a grid of `g`
+/// units along that dim, the unit at `u`.
+#[cube]
+fn tile_index(u: usize, t: usize, #[comptime] g: usize, #[comptime] run: usize) -> usize {
+    (u + g * (t / run)) * run + t % run
+}
+
+/// `n` floats of one operand for this unit, `vec` steps of the sum from `x0`, into `regs[t
+/// vec + xi]` (tile element `t`, step `x0 + xi`). Along the sum: one load per tile
+/// element; along the tile (`run == vec`): one per run and step.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn operand<N: Size>(
+    src: &SharedMemory<Vector<f32, N>>,
+    at: usize,
+    x0: usize,
+    u: usize,
+    regs: &mut Array<f32>,
+    #[comptime] op: Operand,
+    #[comptime] g: usize,
+    #[comptime] n: usize,
+    #[comptime] run: usize,
+    #[comptime] vec: usize,
+) {
+    if comptime!(op.along_tile) {
+        #[unroll]
+        for xi in 0..vec {
+            #[unroll]
+            for a in 0..comptime!(n / vec) {
+                let t0 = (u + g * a) * vec;
+                let x = src[(at + (x0 + xi) * op.stride + t0) / vec];
+                #[unroll]
+                for i in 0..vec {
+                    regs[(a * vec + i) * vec + xi] = x[i];
+                }
+            }
+        }
+    } else {
+        #[unroll]
+        for t in 0..n {
+            let x = src[(at + tile_index(u, t, g, run) * op.stride + x0) / vec];
+            #[unroll]
+            for xi in 0..vec {
+                regs[t * vec + xi] = x[xi];
+            }
         }
     }
 }
 
 /// `acc[r tc + c] += sum_(x < len) A[row_r, x] B[x, col_c]` over this unit's tile of `g`, with
-/// `A[i, x] = a[i a_row + x a_red]` and `B[x, j] = b[b_at + x b_red + j b_col]`. When
-/// `weighted`, `A[., x]` is also scaled by `weights[top - x]`: the state update's decay of
-/// each key by its distance to the block's end.
+/// `A` at `a_at` in `a` and `B` at `b_at` in `b`, laid out as `ao` and `bo` (`B`'s tile
+/// index is its column). `len` is a multiple of `vec`. When `weighted`, `A[., x]` is also
+/// scaled by `weights[top - x]` (zero past `top`): the state update's decay of each key by
+/// its distance to the block's end.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn product(
-    a: &SharedMemory<f32>,
-    b: &SharedMemory<f32>,
+fn product<N: Size>(
+    a: &SharedMemory<Vector<f32, N>>,
+    a_at: usize,
+    b: &SharedMemory<Vector<f32, N>>,
     b_at: usize,
     len: usize,
     weights: &SharedMemory<f32>,
     top: usize,
     acc: &mut Array<f32>,
-    #[comptime] a_row: usize,
-    #[comptime] a_red: usize,
-    #[comptime] b_red: usize,
-    #[comptime] b_col: usize,
+    #[comptime] ao: Operand,
+    #[comptime] bo: Operand,
     #[comptime] weighted: bool,
     #[comptime] g: Grid,
+    #[comptime] vec: usize,
 ) {
-    let gr = comptime!(g.gr);
-    let gc = comptime!(g.gc);
-    let tr = comptime!(g.tr);
-    let tc = comptime!(g.tc);
+    let (gr, gc, tr, tc) = comptime!((g.gr, g.gc, g.tr, g.tc));
     let unit = UNIT_POS as usize;
     let ur = unit / gc;
     let uc = unit % gc;
     if ur < gr {
-        let mut av = Array::<f32>::new(tr);
-        let mut bv = Array::<f32>::new(tc);
-        for x in 0..len {
-            let mut w = 1.0f32;
+        let mut av = Array::<f32>::new(comptime!(tr * vec));
+        let mut bv = Array::<f32>::new(comptime!(tc * vec));
+        let mut x0 = 0usize;
+        while x0 < len {
+            operand(a, a_at, x0, ur, &mut av, ao, gr, tr, g.vr, vec);
+            operand(b, b_at, x0, uc, &mut bv, bo, gc, tc, g.vc, vec);
             if weighted {
-                w = weights[top - x];
-            }
-            #[unroll]
-            for r in 0..tr {
-                av[r] = a[(ur + gr * r) * a_row + x * a_red] * w;
-            }
-            #[unroll]
-            for c in 0..tc {
-                bv[c] = b[b_at + x * b_red + (uc + gc * c) * b_col];
-            }
-            #[unroll]
-            for r in 0..tr {
                 #[unroll]
-                for c in 0..tc {
-                    acc[r * tc + c] += av[r] * bv[c];
+                for xi in 0..vec {
+                    let x = x0 + xi;
+                    // Only a sum rounded up to a whole vector runs past `top`.
+                    let mut w = 0.0f32;
+                    if comptime!(vec == 1) || x <= top {
+                        w = weights[top - x];
+                    }
+                    #[unroll]
+                    for r in 0..tr {
+                        av[r * vec + xi] *= w;
+                    }
                 }
             }
+            #[unroll]
+            for xi in 0..vec {
+                #[unroll]
+                for r in 0..tr {
+                    #[unroll]
+                    for c in 0..tc {
+                        acc[r * tc + c] += av[r * vec + xi] * bv[c * vec + xi];
+                    }
+                }
+            }
+            x0 += vec;
         }
     }
 }
@@ -138,14 +262,21 @@ fn zeros(#[comptime] g: Grid) -> Array<f32> {
     acc
 }
 
+/// `x` rounded up to a multiple of `vec`.
+#[cube]
+fn round_up(x: usize, #[comptime] vec: usize) -> usize {
+    (x + comptime!(vec - 1)) / vec * vec
+}
+
 /// This unit's share of a `[blk, cols]` tile: rows `t0 .. t0 + m` (in sweep order) and columns
-/// `c0 .. c0 + cols` of `src` (`[n, width]` from `base`), zero past `m` rows or `width`
-/// columns; element `unit + it units` goes to `regs[it]`. All loads are issued before any
-/// is stored, so the unit waits on memory once per tile instead of once per element.
+/// `c0 .. c0 + cols` of `src` (`[n, width]` from `base`, in vectors of `vec`), zero past `m`
+/// rows or `width` columns; vector `unit + it units` goes to `regs[it]`. All loads are issued
+/// before any is stored, so the unit waits on memory once per tile instead of once per
+/// element.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn fetch<F: Float>(
-    src: &Tensor<F>,
+fn fetch<F: Float, N: Size>(
+    src: &Tensor<Vector<F, N>>,
     base: usize,
     n: usize,
     width: usize,
@@ -155,42 +286,46 @@ fn fetch<F: Float>(
     #[comptime] blk: usize,
     #[comptime] cols: usize,
     #[comptime] units: usize,
+    #[comptime] vec: usize,
     #[comptime] reverse: bool,
-) -> Array<f32> {
-    let count = comptime!((blk * cols).div_ceil(units));
+) -> Array<Vector<f32, N>> {
+    let row_vecs = comptime!(cols / vec);
+    let count = comptime!((blk * row_vecs).div_ceil(units));
     let unit = UNIT_POS as usize;
-    let mut regs = Array::<f32>::new(count);
+    let mut regs = Array::<Vector<f32, N>>::new(count);
     #[unroll]
     for it in 0..count {
         let idx = unit + it * units;
-        let i = idx / cols;
-        let c = idx % cols;
-        regs[it] = 0.0;
+        let i = idx / row_vecs;
+        let c = (idx % row_vecs) * vec;
+        regs[it] = Vector::new(0.0f32);
         if i < m && c0 + c < width {
             let t = time_index(t0 + i, n, reverse);
-            regs[it] = f32::cast_from(src[base + t * width + c0 + c]);
+            regs[it] = Vector::cast_from(src[(base + t * width + c0 + c) / vec]);
         }
     }
     regs
 }
 
-/// Stores what [`fetch`] loaded into `dst`, rows `row_stride` apart.
+/// Stores what [`fetch`] loaded into `dst`, rows `row_stride` floats apart.
 #[cube]
-fn stage(
-    regs: &Array<f32>,
-    dst: &mut SharedMemory<f32>,
+fn stage<N: Size>(
+    regs: &Array<Vector<f32, N>>,
+    dst: &mut SharedMemory<Vector<f32, N>>,
     #[comptime] blk: usize,
     #[comptime] cols: usize,
     #[comptime] row_stride: usize,
     #[comptime] units: usize,
+    #[comptime] vec: usize,
 ) {
-    let count = comptime!((blk * cols).div_ceil(units));
+    let row_vecs = comptime!(cols / vec);
+    let count = comptime!((blk * row_vecs).div_ceil(units));
     let unit = UNIT_POS as usize;
     #[unroll]
     for it in 0..count {
         let idx = unit + it * units;
-        if idx < blk * cols {
-            dst[(idx / cols) * row_stride + idx % cols] = regs[it];
+        if idx < blk * row_vecs {
+            dst[(idx / row_vecs) * comptime!(row_stride / vec) + idx % row_vecs] = regs[it];
         }
     }
 }
@@ -232,23 +367,24 @@ pub enum Mode {
 /// `out = (Q K^T * M) V + diag(lambda^(i+1)) Q KV` blockwise (`lambda^i` when `reverse`),
 /// and the state, over one segment of `seg_len` tokens (in sweep order) per `CUBE_POS_Z`.
 ///
-/// `q`, `k`: `[B, H, N, DQK]`, `v`, `out`: `[B, H, N, DV]`, all contiguous. `state_in`:
-/// `[S, B, H, DQK, DV]` fp32, the state entering each segment, read through its strides (a
-/// transposed view is fine) and only when `has_state`. `state_out`: `[S, B, H, DQK, DV]`
-/// contiguous fp32, written in `Mode::State` and, in `Mode::Output`, when `write_state`.
+/// `q`, `k`: `[B, H, N, DQK]`, `v`, `out`: `[B, H, N, DV]`, all contiguous, in vectors of
+/// `tiles.vec` (which divides both head dims). `state_in`: `[S, B, H, DQK, DV]` fp32, the
+/// state entering each segment, read through its strides (a transposed view is fine) and
+/// only when `has_state`. `state_out`: `[S, B, H, DQK, DV]` contiguous fp32, written in
+/// `Mode::State` and, in `Mode::Output`, when `write_state`.
 ///
 /// Each unit keeps its tiles of the scores and of the inter term in registers across the qk
 /// chunks of a block; only the masked, decayed scores go through shared memory, for the
 /// intra product.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
-pub fn sweep_kernel<F: Float>(
-    q: &Tensor<F>,
-    k: &Tensor<F>,
-    v: &Tensor<F>,
+pub fn sweep_kernel<F: Float, N: Size>(
+    q: &Tensor<Vector<F, N>>,
+    k: &Tensor<Vector<F, N>>,
+    v: &Tensor<Vector<F, N>>,
     slopes: &Tensor<f32>,
     state_in: &Tensor<f32>,
-    out: &mut Tensor<F>,
+    out: &mut Tensor<Vector<F, N>>,
     state_out: &mut Tensor<f32>,
     seg_len: usize,
     #[comptime] tiles: Tiles,
@@ -262,16 +398,15 @@ pub fn sweep_kernel<F: Float>(
     let dk = tiles.dk;
     let ev = tiles.ev;
     let dcap = tiles.dcap;
+    let vec = tiles.vec;
     let outputs = comptime!(mode == Mode::Output);
-    // Padded rows: a warp reads up to 32 rows of Q, K or the scores at one column, which
-    // an odd row length puts on distinct banks.
-    let qk_row = comptime!(dk + 1);
-    let att_row = comptime!(blk + 1);
-    // The three products' tiles: scores `[blk, blk]`, inter, intra and output `[blk, ev]`,
-    // state update `[dk, ev]`.
-    let scores_grid = comptime!(Grid::new(blk, blk, tiles.units));
-    let out_grid = comptime!(Grid::new(blk, ev, tiles.units));
-    let state_grid = comptime!(Grid::new(dk, ev, tiles.units));
+    // Padded rows: a warp reads up to 32 rows of Q, K or the scores at one column (or one
+    // vector), which rows `vec` floats longer than a multiple of 8 vectors put on distinct
+    // banks.
+    let qk_row = comptime!(dk + vec);
+    let att_row = comptime!(blk + vec);
+    let row_vecs = comptime!(ev / vec);
+    let [scores_grid, out_grid, state_grid] = comptime!(tiles.grids());
 
     // The launch's cube dim; the register tiles above are laid out for it.
     let units = comptime!(tiles.units);
@@ -293,11 +428,12 @@ pub fn sweep_kernel<F: Float>(
     let seg_start = segment * seg_len;
     let seg_end = min(n, seg_start + seg_len);
 
-    let mut qs = SharedMemory::<f32>::new(blk * qk_row);
-    let mut ks = SharedMemory::<f32>::new(blk * qk_row);
-    let mut vs = SharedMemory::<f32>::new(blk * ev);
-    let mut att = SharedMemory::<f32>::new(blk * att_row);
-    let mut kv = SharedMemory::<f32>::new(dcap * ev);
+    let mut qs = SharedMemory::<Vector<f32, N>>::new(comptime!(blk * qk_row / vec));
+    let mut ks = SharedMemory::<Vector<f32, N>>::new(comptime!(blk * qk_row / vec));
+    let mut vs = SharedMemory::<Vector<f32, N>>::new(comptime!(blk * ev / vec));
+    // Transposed: `att[j att_row + i]` is query i's score of key j.
+    let mut att = SharedMemory::<Vector<f32, N>>::new(comptime!(blk * att_row / vec));
+    let mut kv = SharedMemory::<Vector<f32, N>>::new(comptime!(dcap * ev / vec));
     let mut decay = SharedMemory::<f32>::new(blk + 1);
 
     // decay[x] = lambda^x = exp(-s x) for x in [0, blk]: every exponent used is in that range.
@@ -309,13 +445,16 @@ pub fn sweep_kernel<F: Float>(
     }
 
     let mut idx = unit;
-    while idx < dcap * ev {
-        let row = idx / ev;
-        let col = idx % ev;
-        let mut init = 0.0f32;
+    while idx < dcap * row_vecs {
+        let row = idx / row_vecs;
+        let col = (idx % row_vecs) * vec;
+        let mut init = Vector::<f32, N>::new(0.0f32);
         if has_state {
             if row < dqk && c0 + col < dv {
-                init = entering_state(state_in, segment, batch, head, row, c0 + col);
+                #[unroll]
+                for l in 0..vec {
+                    init[l] = entering_state(state_in, segment, batch, head, row, c0 + col + l);
+                }
             }
         }
         kv[idx] = init;
@@ -340,89 +479,96 @@ pub fn sweep_kernel<F: Float>(
     while t0 < seg_end {
         let m = min(blk, seg_end - t0);
 
-        let vr = fetch(v, v_base, n, dv, c0, t0, m, blk, ev, tiles.units, reverse);
-        stage(&vr, &mut vs, blk, ev, ev, tiles.units);
+        let vr = fetch(v, v_base, n, dv, c0, t0, m, blk, ev, units, vec, reverse);
+        stage(&vr, &mut vs, blk, ev, ev, units, vec);
         let mut scores = zeros(scores_grid);
         let mut inter = zeros(out_grid);
 
         for chunk in 0..num_chunks {
             let d0 = chunk * dk;
             sync_cube();
-            let kr = fetch(k, qk_base, n, dqk, d0, t0, m, blk, dk, tiles.units, reverse);
+            let kr = fetch(k, qk_base, n, dqk, d0, t0, m, blk, dk, units, vec, reverse);
             if outputs {
-                let qr = fetch(q, qk_base, n, dqk, d0, t0, m, blk, dk, tiles.units, reverse);
-                stage(&qr, &mut qs, blk, dk, qk_row, tiles.units);
+                let qr = fetch(q, qk_base, n, dqk, d0, t0, m, blk, dk, units, vec, reverse);
+                stage(&qr, &mut qs, blk, dk, qk_row, units, vec);
             }
-            stage(&kr, &mut ks, blk, dk, qk_row, tiles.units);
+            stage(&kr, &mut ks, blk, dk, qk_row, units, vec);
             sync_cube();
 
             if outputs {
                 // intra scores of this qk chunk, and inter against this chunk's state rows.
                 product(
                     &qs,
+                    0usize,
                     &ks,
                     0usize,
                     dk,
                     &decay,
                     0usize,
                     &mut scores,
-                    qk_row,
-                    1usize,
-                    1usize,
-                    qk_row,
+                    comptime!(Operand::reduction(qk_row)),
+                    comptime!(Operand::reduction(qk_row)),
                     false,
                     scores_grid,
+                    vec,
                 );
                 product(
                     &qs,
+                    0usize,
                     &kv,
                     d0 * ev,
                     dk,
                     &decay,
                     0usize,
                     &mut inter,
-                    qk_row,
-                    1usize,
-                    ev,
-                    1usize,
+                    comptime!(Operand::reduction(qk_row)),
+                    comptime!(Operand::tile(ev)),
                     false,
                     out_grid,
+                    vec,
                 );
                 // The update below overwrites the state rows just read.
                 sync_cube();
             }
 
             // state update of this chunk's rows: lambda^m KV + sum_j lambda^(m-1-j+shift) k_j v_j.
+            // Rows of K and V past m are zero, so the sum may run on to a whole vector.
             let mut update = zeros(state_grid);
             product(
                 &ks,
+                0usize,
                 &vs,
                 0usize,
-                m,
+                round_up(m, vec),
                 &decay,
                 m - 1 + shift_update,
                 &mut update,
-                1usize,
-                qk_row,
-                ev,
-                1usize,
+                comptime!(Operand::tile(qk_row)),
+                comptime!(Operand::tile(ev)),
                 true,
                 state_grid,
+                vec,
             );
             if sur < sg_gr {
                 #[unroll]
                 for r in 0..sg_tr {
+                    let row = d0 + tile_index(sur, r, sg_gr, vec);
                     #[unroll]
-                    for c in 0..sg_tc {
-                        let at = (d0 + sur + sg_gr * r) * ev + suc + sg_gc * c;
-                        kv[at] = decay[m] * kv[at] + update[r * sg_tc + c];
+                    for cv in 0..comptime!(sg_tc / vec) {
+                        let at = (row * ev) / vec + suc + sg_gc * cv;
+                        let mut s = kv[at];
+                        #[unroll]
+                        for l in 0..vec {
+                            s[l] = decay[m] * s[l] + update[r * sg_tc + cv * vec + l];
+                        }
+                        kv[at] = s;
                     }
                 }
             }
         }
 
         if outputs {
-            // The masked, decayed scores, for the intra product.
+            // The masked, decayed scores, transposed, for the intra product.
             let (g_gr, g_gc, g_tr, g_tc) = comptime!((
                 scores_grid.gr,
                 scores_grid.gc,
@@ -433,16 +579,19 @@ pub fn sweep_kernel<F: Float>(
             let uc = unit % g_gc;
             if ur < g_gr {
                 #[unroll]
-                for r in 0..g_tr {
+                for c in 0..g_tc {
+                    let j = uc + g_gc * c;
                     #[unroll]
-                    for c in 0..g_tc {
-                        let i = ur + g_gr * r;
-                        let j = uc + g_gc * c;
-                        let mut p = 0.0f32;
-                        if j <= i {
-                            p = scores[r * g_tc + c] * decay[i - j];
+                    for a in 0..comptime!(g_tr / vec) {
+                        let i0 = (ur + g_gr * a) * vec;
+                        let mut p = Vector::<f32, N>::new(0.0f32);
+                        #[unroll]
+                        for l in 0..vec {
+                            if j <= i0 + l {
+                                p[l] = scores[(a * vec + l) * g_tc + c] * decay[i0 + l - j];
+                            }
                         }
-                        att[i * att_row + j] = p;
+                        att[(j * att_row + i0) / vec] = p;
                     }
                 }
             }
@@ -451,29 +600,46 @@ pub fn sweep_kernel<F: Float>(
             if our < og_gr {
                 #[unroll]
                 for r in 0..og_tr {
+                    let i = tile_index(our, r, og_gr, vec);
                     #[unroll]
                     for c in 0..og_tc {
-                        inter[r * og_tc + c] *= decay[our + og_gr * r + shift_inter];
+                        inter[r * og_tc + c] *= decay[i + shift_inter];
                     }
                 }
             }
             // Scores past this unit's last row are masked to zero: skip them.
-            let last_row = our + og_gr * (og_tr - 1);
-            let keys = min(m, last_row + 1);
+            let last_row = tile_index(our, og_tr - 1, og_gr, vec);
+            let keys = round_up(min(m, last_row + 1), vec);
             product(
-                &att, &vs, 0usize, keys, &decay, 0usize, &mut inter, att_row, 1usize, ev, 1usize,
-                false, out_grid,
+                &att,
+                0usize,
+                &vs,
+                0usize,
+                keys,
+                &decay,
+                0usize,
+                &mut inter,
+                comptime!(Operand::tile(att_row)),
+                comptime!(Operand::tile(ev)),
+                false,
+                out_grid,
+                vec,
             );
             if our < og_gr {
                 #[unroll]
                 for r in 0..og_tr {
+                    let i = tile_index(our, r, og_gr, vec);
                     #[unroll]
-                    for c in 0..og_tc {
-                        let i = our + og_gr * r;
-                        let col = c0 + ouc + og_gc * c;
+                    for cv in 0..comptime!(og_tc / vec) {
+                        let col = c0 + (ouc + og_gc * cv) * vec;
                         if i < m && col < dv {
                             let t = time_index(t0 + i, n, reverse);
-                            out[v_base + t * dv + col] = F::cast_from(inter[r * og_tc + c]);
+                            let mut o = Vector::<f32, N>::new(0.0f32);
+                            #[unroll]
+                            for l in 0..vec {
+                                o[l] = inter[r * og_tc + cv * vec + l];
+                            }
+                            out[(v_base + t * dv + col) / vec] = Vector::cast_from(o);
                         }
                     }
                 }
@@ -487,11 +653,15 @@ pub fn sweep_kernel<F: Float>(
     if write_state || !outputs {
         let base = (segment * bh_count + bh) * dqk;
         let mut idx = unit;
-        while idx < dcap * ev {
-            let row = idx / ev;
-            let col = idx % ev;
+        while idx < dcap * row_vecs {
+            let row = idx / row_vecs;
+            let col = (idx % row_vecs) * vec;
             if row < dqk && c0 + col < dv {
-                state_out[(base + row) * dv + c0 + col] = kv[idx];
+                let s = kv[idx];
+                #[unroll]
+                for l in 0..vec {
+                    state_out[(base + row) * dv + c0 + col + l] = s[l];
+                }
             }
             idx += units;
         }

@@ -107,16 +107,26 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
 /// saves it nothing, and at one 132 KB cube per SM its cubes (twice the output pass's,
 /// [`LOCAL_SPLIT`]) took 1.45 waves: (2,16,32K) f32, 2.97 ms against 2.07 with slices of 64
 /// at three cubes per SM (ncu, NOTES v25).
-fn local_tiles(tiles: Tiles) -> Tiles {
+fn local_tiles(tiles: Tiles, vec_max: usize) -> Tiles {
     if tiles.ev > 64 {
         Tiles {
             ev: 64,
             units: scalar_units(tiles.blk, 64, tiles.units),
             ..tiles
         }
+        .vectorized(vec_max)
     } else {
         tiles
     }
+}
+
+/// The widest shared-memory access the scalar kernel may take for these head dims: global
+/// rows are read in the same vectors, so it divides both, and the device must have it.
+fn scalar_vec_max(dqk: usize, dv: usize, max_vector_size: usize) -> usize {
+    [4, 2, 1]
+        .into_iter()
+        .find(|&w| w <= max_vector_size && dqk % w == 0 && dv % w == 0)
+        .unwrap_or(1)
 }
 
 /// The largest power of two not above `x` (`x >= 1`).
@@ -134,13 +144,23 @@ fn prev_power_of_two(x: usize) -> usize {
 /// chunks of 32 rather than 32 with chunks of 8: f32 forward 1.53 against 1.98 ms at
 /// (4,32,1K) on the H200 (NOTES v24). The state's row capacity is the qk dim rounded up to
 /// a power of two, so a handful of kernel variants serve every head dim.
-pub(crate) fn choose_tiles(dqk: usize, dv: usize, max_shared: usize, max_units: usize) -> Tiles {
-    let tiles = |blk, dk, ev| Tiles {
-        blk,
-        dk,
-        ev,
-        dcap: dqk.next_power_of_two().max(dk),
-        units: scalar_units(blk, ev, max_units),
+pub(crate) fn choose_tiles(
+    dqk: usize,
+    dv: usize,
+    max_shared: usize,
+    max_units: usize,
+    vec_max: usize,
+) -> Tiles {
+    let tiles = |blk, dk, ev| {
+        Tiles {
+            blk,
+            dk,
+            ev,
+            dcap: dqk.next_power_of_two().max(dk),
+            units: scalar_units(blk, ev, max_units),
+            vec: 1,
+        }
+        .vectorized(vec_max)
     };
     let wide = tiles(64, 32, 128);
     if dv > 64 && dqk <= 128 && wide.units == 256 && wide.shared_bytes() <= max_shared {
@@ -237,6 +257,7 @@ impl Kernel {
                 dv,
                 max_shared,
                 props.hardware.max_units_per_cube as usize,
+                scalar_vec_max(dqk, dv, props.hardware.max_vector_size),
             )),
         }
     }
@@ -465,13 +486,16 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
             match kernel {
                 Kernel::Scalar(tiles) => {
                     let tiles = match mode {
-                        Mode::State => local_tiles(tiles),
+                        Mode::State => {
+                            local_tiles(tiles, scalar_vec_max(dqk, dv, props.max_vector_size))
+                        }
                         _ => tiles,
                     };
                     sweep_kernel::launch_unchecked::<R>(
                         &client,
                         count(dv.div_ceil(tiles.ev)),
                         CubeDim::new_1d(tiles.units as u32),
+                        tiles.vec,
                         q.clone().into_tensor_arg(),
                         k.clone().into_tensor_arg(),
                         v.clone().into_tensor_arg(),

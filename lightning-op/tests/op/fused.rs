@@ -44,6 +44,17 @@ fn fused_matches_reference_on_odd_dims() {
     }
 }
 
+/// Head dims whose tiles on lavapipe's 32 KB (blocks of 32, 128 units, a value slice of 64)
+/// take 4-wide shared loads, the path CUDA's f32 kernel runs: unsegmented with a partial
+/// last block, and segmented (n = 1000 over two rows).
+#[test]
+fn fused_matches_reference_with_vector_loads() {
+    for (i, n) in [70, 1000].into_iter().enumerate() {
+        let p = problem([1, 2, n, 16, 64], 400 + i as u64, i == 0);
+        check(&p, &format!("fused n={n} d=16 e=64"));
+    }
+}
+
 /// The plain `CubeBackend` (no fusion, no autodiff) runs the same kernels.
 #[test]
 fn cube_backend_without_fusion_matches_reference() {
