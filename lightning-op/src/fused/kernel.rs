@@ -62,8 +62,8 @@ impl Tiles {
     /// These tiles with the widest shared-memory access, up to `max`, that keeps every
     /// grid's units busy. A 4-wide access loads four floats in one instruction: the
     /// products issue a quarter of the shared loads per FMA, which is what the f32 kernel
-    /// spends its issue slots on (NOTES v24, v28). Tiles too small for it (Vulkan's 16-token
-    /// blocks) keep single floats.
+    /// spends its issue slots on (NOTES v24, v28). Tiles too small for it keep single floats
+    /// (but see `choose_tiles` for Vulkan's).
     pub fn vectorized(self, max: usize) -> Tiles {
         let scalar = Tiles { vec: 1, ..self };
         let busy = |t: Tiles| t.grids().map(|g| g.gr * g.gc);

@@ -106,7 +106,9 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
 /// The local-state pass's tiles: slices of at most 64. It makes no scores, so a wider slice
 /// saves it nothing, and at one 132 KB cube per SM its cubes (twice the output pass's,
 /// [`LOCAL_SPLIT`]) took 1.45 waves: (2,16,32K) f32, 2.97 ms against 2.07 with slices of 64
-/// at three cubes per SM (ncu, NOTES v25).
+/// at three cubes per SM (ncu, NOTES v25). With 4-wide loads the trade-off stands: slices
+/// of 128 took fwd+bwd at (2,16,32K) from 20.7 to 21.6 ms and at (1,16,64K) from 22.3 to
+/// 21.6 (NOTES v28).
 fn local_tiles(tiles: Tiles, vec_max: usize) -> Tiles {
     if tiles.ev > 64 {
         Tiles {
@@ -137,7 +139,7 @@ fn prev_power_of_two(x: usize) -> usize {
 /// Picks the tiles: the widest value slice first (fewer cubes recompute the intra scores),
 /// then the widest qk chunk (each chunk of a block costs a load, two barriers and a pass
 /// over its state rows), then the longest block that fit in shared memory. A slice of 128
-/// (132 KB, one cube per SM) only with the 64 x 32 tiles it was measured at, for `dqk <=
+/// (134 KB, one cube per SM) only with the 64 x 32 tiles it was measured at, for `dqk <=
 /// 128`: H200, f32, against slices of 64 (with the local pass kept at 64, see
 /// [`local_tiles`]), -2 to -5 % forward and fwd+bwd at every measured shape, b x h from 16
 /// to 512 (NOTES v25). On Vulkan's 48 KB at d = e = 128 the choice is a block of 16 with
@@ -152,15 +154,27 @@ pub(crate) fn choose_tiles(
     vec_max: usize,
 ) -> Tiles {
     let tiles = |blk, dk, ev| {
-        Tiles {
+        let tiles = Tiles {
             blk,
             dk,
             ev,
             dcap: dqk.next_power_of_two().max(dk),
             units: scalar_units(blk, ev, max_units),
             vec: 1,
+        };
+        // These tiles (Vulkan's 48 KB at 64 < d <= 128, lavapipe's at d = 64) take 4-wide
+        // loads only on 128 units, half of them idle in the scores and the output. Vulkan,
+        // f32, d = 128 on the H200: -15 to -19 % against 256 units of single floats, -7 to
+        // -12 % against 64 units that all work (NOTES v28).
+        if (blk, dk, ev) == (16, 32, 64) && vec_max >= 4 && max_units >= 128 {
+            Tiles {
+                units: 128,
+                vec: 4,
+                ..tiles
+            }
+        } else {
+            tiles.vectorized(vec_max)
         }
-        .vectorized(vec_max)
     };
     let wide = tiles(64, 32, 128);
     if dv > 64 && dqk <= 128 && wide.units == 256 && wide.shared_bytes() <= max_shared {
@@ -277,8 +291,8 @@ impl Kernel {
     }
 
     /// Cubes per SM that the segment count plans for: the tensor-core geometry's, by its
-    /// registers; the scalar kernel's by its shared memory (two of up to 83 KB with slices
-    /// up to 64, one of 132 KB with a slice of 128).
+    /// registers; the scalar kernel's by its shared memory (two of up to 85 KB with slices
+    /// up to 64, one of 134 KB with a slice of 128).
     fn per_sm(self) -> usize {
         match self {
             Kernel::Scalar(tiles) if tiles.ev > 64 => 1,
