@@ -103,23 +103,53 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
     prev_power_of_two(units.min(max_units))
 }
 
-/// The local-state pass's tiles: slices of at most 64. It makes no scores, so a wider slice
-/// saves it nothing, and at one 132 KB cube per SM its cubes (twice the output pass's,
-/// [`LOCAL_SPLIT`]) took 1.45 waves: (2,16,32K) f32, 2.97 ms against 2.07 with slices of 64
-/// at three cubes per SM (ncu, NOTES v25). With 4-wide loads the trade-off stands: slices
-/// of 128 took fwd+bwd at (2,16,32K) from 20.7 to 21.6 ms and at (1,16,64K) from 22.3 to
-/// 21.6 (NOTES v28).
-fn local_tiles(tiles: Tiles, vec_max: usize) -> Tiles {
-    if tiles.ev > 64 {
-        Tiles {
-            ev: 64,
-            units: scalar_units(tiles.blk, 64, tiles.units),
+/// The local-state pass's tiles: slices of at most 64, then the widest qk chunk (up to the
+/// whole qk dim), then the longest block that fit.
+///
+/// It makes no scores, so a wider slice saves it nothing, and at one 132 KB cube per SM its
+/// cubes (twice the output pass's, [`LOCAL_SPLIT`]) took 1.45 waves: (2,16,32K) f32, 2.97
+/// ms against 2.07 with slices of 64 at three cubes per SM (ncu, NOTES v25). With 4-wide
+/// loads the trade-off stands: slices of 128 took fwd+bwd at (2,16,32K) from 20.7 to 21.6
+/// ms and at (1,16,64K) from 22.3 to 21.6 (NOTES v28). Without Q and the scores its shared
+/// memory holds wider chunks and longer blocks than the output pass's, so the barriers and
+/// the state's read-modify-write come less often per token. H200, f32, d = e = 128, forward
+/// at (1,16,64K) (NOTES v29): Vulkan's 48 KB, the output pass's 16 x 32 -> 32 x 32 -11 %,
+/// -> 16 x 128 -7 % more; CUDA 64 x 32 -> 64 x 64 -4 %, -> 64 x 128 -11 % more (two cubes
+/// per SM instead of three, +3 % at (2,16,32K)). Units: as many as the state update's grid
+/// keeps busy.
+fn local_tiles(tiles: Tiles, dqk: usize, max_shared: usize, max_units: usize) -> Tiles {
+    let ev = tiles.ev.min(64);
+    let local = |blk: usize, dk: usize| {
+        let units = scalar_units(blk, ev, max_units);
+        let local = Tiles {
+            blk,
+            dk,
+            ev,
+            dcap: dqk.next_power_of_two().max(dk),
+            units,
             ..tiles
+        };
+        let [.., update] = Tiles {
+            units: 1 << 16,
+            ..local
         }
-        .vectorized(vec_max)
-    } else {
-        tiles
-    }
+        .grids();
+        Tiles {
+            units: units.min(prev_power_of_two(update.gr * update.gc)),
+            ..local
+        }
+    };
+    [128, 64, 32, 16, 8]
+        .into_iter()
+        .filter(|&dk| dk >= tiles.dk && dk <= dqk.max(32))
+        .flat_map(|dk| {
+            [64, 32, 16]
+                .into_iter()
+                .filter(|&blk| blk >= tiles.blk)
+                .map(move |blk| local(blk, dk))
+        })
+        .find(|local| local.shared_bytes(Mode::State) <= max_shared)
+        .unwrap_or(local(tiles.blk, tiles.dk))
 }
 
 /// The widest shared-memory access the scalar kernel may take for these head dims: global
@@ -138,14 +168,15 @@ fn prev_power_of_two(x: usize) -> usize {
 
 /// Picks the tiles: the widest value slice first (fewer cubes recompute the intra scores),
 /// then the widest qk chunk (each chunk of a block costs a load, two barriers and a pass
-/// over its state rows), then the longest block that fit in shared memory. A slice of 128
-/// (134 KB, one cube per SM) only with the 64 x 32 tiles it was measured at, for `dqk <=
-/// 128`: H200, f32, against slices of 64 (with the local pass kept at 64, see
-/// [`local_tiles`]), -2 to -5 % forward and fwd+bwd at every measured shape, b x h from 16
-/// to 512 (NOTES v25). On Vulkan's 48 KB at d = e = 128 the choice is a block of 16 with
-/// chunks of 32 rather than 32 with chunks of 8: f32 forward 1.53 against 1.98 ms at
-/// (4,32,1K) on the H200 (NOTES v24). The state's row capacity is the qk dim rounded up to
-/// a power of two, so a handful of kernel variants serve every head dim.
+/// over its state rows), then the longest block that fit in shared memory. Chunks of 64
+/// only where the qk dim fills them. A slice of 128 (151 KB, one cube per SM) only with
+/// blocks of 64, for `dqk <= 128`: H200, f32, against slices of 64 (with the local pass kept
+/// at 64, see [`local_tiles`]), -2 to -5 % forward and fwd+bwd at every measured shape, b x
+/// h from 16 to 512 (NOTES v25); its chunks of 64 against 32, -13 to -15 % (NOTES v29). On
+/// Vulkan's 48 KB at d = e = 128 the choice is a block of 16 with chunks of 64: f32 forward
+/// at (4,32,1K) on the H200 0.99 ms against 1.21 with chunks of 32 (NOTES v29), which had
+/// beaten blocks of 32 with chunks of 8 (NOTES v24). The state's row capacity is the qk dim
+/// rounded up to a power of two, so a handful of kernel variants serve every head dim.
 pub(crate) fn choose_tiles(
     dqk: usize,
     dv: usize,
@@ -162,11 +193,11 @@ pub(crate) fn choose_tiles(
             units: scalar_units(blk, ev, max_units),
             vec: 1,
         };
-        // These tiles (Vulkan's 48 KB at 64 < d <= 128, lavapipe's at d = 64) take 4-wide
-        // loads only on 128 units, half of them idle in the scores and the output. Vulkan,
-        // f32, d = 128 on the H200: -15 to -19 % against 256 units of single floats, -7 to
-        // -12 % against 64 units that all work (NOTES v28).
-        if (blk, dk, ev) == (16, 32, 64) && vec_max >= 4 && max_units >= 128 {
+        // Blocks of 16 with slices of 64 (Vulkan's 48 KB at 64 < d <= 128, lavapipe's at
+        // d = 64) take 4-wide loads only on 128 units, half of them idle in the scores and
+        // the output. Vulkan, f32, d = 128 on the H200, chunks of 32: -15 to -19 % against
+        // 256 units of single floats, -7 to -12 % against 64 units that all work (NOTES v28).
+        if blk == 16 && ev == 64 && dk >= 32 && vec_max >= 4 && max_units >= 128 {
             Tiles {
                 units: 128,
                 vec: 4,
@@ -176,16 +207,17 @@ pub(crate) fn choose_tiles(
             tiles.vectorized(vec_max)
         }
     };
-    let wide = tiles(64, 32, 128);
-    if dv > 64 && dqk <= 128 && wide.units == 256 && wide.shared_bytes() <= max_shared {
+    let chunks = || [64, 32, 16, 8].into_iter().filter(|&dk| dk <= dqk.max(32));
+    let wide = tiles(64, chunks().next().expect("32 is always a chunk"), 128);
+    if dv > 64 && dqk <= 128 && wide.units == 256 && wide.shared_bytes(Mode::Output) <= max_shared {
         return wide;
     }
     let ev_cap = dv.next_multiple_of(8).min(64);
     for ev in [64, 32, 16, 8].into_iter().filter(|&ev| ev <= ev_cap) {
-        for dk in [32, 16, 8] {
+        for dk in chunks() {
             for blk in [64, 32, 16] {
                 let tiles = tiles(blk, dk, ev);
-                if tiles.shared_bytes() <= max_shared {
+                if tiles.shared_bytes(Mode::Output) <= max_shared {
                     return tiles;
                 }
             }
@@ -199,8 +231,9 @@ pub(crate) fn choose_tiles(
 /// Which sweep kernel runs, with its compile-time shape.
 #[derive(Clone, Copy, Debug)]
 enum Kernel {
-    /// Shared memory and fp32 FMAs: every runtime and dtype.
-    Scalar(Tiles),
+    /// Shared memory and fp32 FMAs: every runtime and dtype. The output pass's tiles and
+    /// the local-state pass's.
+    Scalar { tiles: Tiles, local: Tiles },
     /// Tensor cores, qk dim padded to `dcap`: f16/bf16 on devices with 16x16x16 cmma;
     /// `ptx` where the device also has manual MMA (`mma.sync` m16n8k16 and `ldmatrix`);
     /// the widest geometry that fits the device's shared memory.
@@ -266,37 +299,37 @@ impl Kernel {
                     geometry,
                 }
             }
-            _ => Kernel::Scalar(choose_tiles(
-                dqk,
-                dv,
-                max_shared,
-                props.hardware.max_units_per_cube as usize,
-                scalar_vec_max(dqk, dv, props.hardware.max_vector_size),
-            )),
+            _ => {
+                let max_units = props.hardware.max_units_per_cube as usize;
+                let vec_max = scalar_vec_max(dqk, dv, props.hardware.max_vector_size);
+                let tiles = choose_tiles(dqk, dv, max_shared, max_units, vec_max);
+                let local = local_tiles(tiles, dqk, max_shared, max_units);
+                Kernel::Scalar { tiles, local }
+            }
         }
     }
 
     fn block(self) -> usize {
         match self {
-            Kernel::Scalar(tiles) => tiles.blk,
+            Kernel::Scalar { tiles, .. } => tiles.blk,
             Kernel::Cmma { .. } => cmma::BLK,
         }
     }
 
     fn value_slice(self) -> usize {
         match self {
-            Kernel::Scalar(tiles) => tiles.ev,
+            Kernel::Scalar { tiles, .. } => tiles.ev,
             Kernel::Cmma { geometry, .. } => geometry.ev,
         }
     }
 
     /// Cubes per SM that the segment count plans for: the tensor-core geometry's, by its
-    /// registers; the scalar kernel's by its shared memory (two of up to 85 KB with slices
-    /// up to 64, one of 134 KB with a slice of 128).
+    /// registers; the scalar kernel's by its shared memory (two of up to 102 KB with slices
+    /// up to 64, one of 151 KB with a slice of 128).
     fn per_sm(self) -> usize {
         match self {
-            Kernel::Scalar(tiles) if tiles.ev > 64 => 1,
-            Kernel::Scalar(_) => 2,
+            Kernel::Scalar { tiles, .. } if tiles.ev > 64 => 1,
+            Kernel::Scalar { .. } => 2,
             Kernel::Cmma { geometry, .. } => geometry.per_sm(),
         }
     }
@@ -498,12 +531,10 @@ pub(crate) fn sweep<R: CubeRuntime>(args: Sweep<R>) -> Swept<R> {
         // columns past n, dqk or dv are masked); `check_mode = "validate"` confirms it.
         unsafe {
             match kernel {
-                Kernel::Scalar(tiles) => {
+                Kernel::Scalar { tiles, local } => {
                     let tiles = match mode {
-                        Mode::State => {
-                            local_tiles(tiles, scalar_vec_max(dqk, dv, props.max_vector_size))
-                        }
-                        _ => tiles,
+                        Mode::State => local,
+                        Mode::Output => tiles,
                     };
                     sweep_kernel::launch_unchecked::<R>(
                         &client,
@@ -687,4 +718,46 @@ pub(crate) fn state_grad<R: CubeRuntime>(
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Over head dims and the limits of the devices measured (lavapipe's 32 KB, Vulkan's 48
+    /// KB on the H200, CUDA's 227 KB): both passes' tiles fit, their vectors divide every
+    /// tile dim, and the local pass's update grid keeps every unit busy, with chunks and
+    /// blocks no narrower than the output pass's.
+    #[test]
+    fn scalar_tiles_fit_and_keep_units_busy() {
+        for (max_shared, max_units, max_vector) in [
+            (32 << 10, 256, 4),
+            (48 << 10, 1024, 4),
+            (227 << 10, 1024, 8),
+        ] {
+            for (dqk, dv) in [
+                (16, 16),
+                (16, 64),
+                (64, 64),
+                (80, 96),
+                (128, 128),
+                (256, 128),
+            ] {
+                let vec_max = scalar_vec_max(dqk, dv, max_vector);
+                let tiles = choose_tiles(dqk, dv, max_shared, max_units, vec_max);
+                let local = local_tiles(tiles, dqk, max_shared, max_units);
+                let at = format!("d = {dqk}, e = {dv}, {max_shared} B: {tiles:?}, {local:?}");
+                assert!(tiles.shared_bytes(Mode::Output) <= max_shared, "{at}");
+                assert!(local.shared_bytes(Mode::State) <= max_shared, "{at}");
+                assert!(local.dk >= tiles.dk && local.blk >= tiles.blk, "{at}");
+                assert_eq!(local.vec, tiles.vec, "{at}");
+                for t in [tiles, local] {
+                    assert!(t.units <= max_units && t.dcap >= dqk, "{at}");
+                    assert!([t.blk, t.dk, t.ev].iter().all(|x| x % t.vec == 0), "{at}");
+                }
+                let [.., update] = local.grids();
+                assert_eq!(update.gr * update.gc, local.units, "{at}");
+            }
+        }
+    }
 }
