@@ -74,14 +74,20 @@ impl Tiles {
         ]
     }
 
-    /// These tiles with the widest shared-memory access, up to `max`, that keeps every
-    /// grid's units busy. A 4-wide access loads four floats in one instruction: the
-    /// products issue a quarter of the shared loads per FMA, which is what the f32 kernel
-    /// spends its issue slots on (NOTES v24, v28). Tiles too small for it keep single floats
-    /// (but see `choose_tiles` for Vulkan's).
+    /// These tiles with the widest shared-memory access, up to `max`, that keeps the output's
+    /// and the state update's units as busy as single floats do. A 4-wide access loads four
+    /// floats in one instruction: the products issue a quarter of the shared loads per FMA,
+    /// which is what the f32 kernel spends its issue slots on (NOTES v24, v28). The scores,
+    /// the smallest product, may idle units: Vulkan's 16 x 64 x 64 tiles (block x chunk x
+    /// slice) run 2-wide on 256 units, half of them idle in the scores: forward 5 to 14 % under
+    /// 4-wide on 128 units with half idle in the output too, which had beaten 256 units of
+    /// single floats by 15 to 19 % (H200, f32; NOTES v28, v29).
     pub fn vectorized(self, max: usize) -> Tiles {
         let scalar = Tiles { vec: 1, ..self };
-        let busy = |t: Tiles| t.grids().map(|g| g.gr * g.gc);
+        let busy = |t: Tiles| {
+            let [_, out, update] = t.grids();
+            [out.gr * out.gc, update.gr * update.gc]
+        };
         [4, 2]
             .into_iter()
             .filter(|&v| v <= max && self.blk % v == 0 && self.dk % v == 0 && self.ev % v == 0)

@@ -185,27 +185,15 @@ pub(crate) fn choose_tiles(
     vec_max: usize,
 ) -> Tiles {
     let tiles = |blk, dk, ev| {
-        let tiles = Tiles {
+        Tiles {
             blk,
             dk,
             ev,
             dcap: dqk.next_power_of_two().max(dk),
             units: scalar_units(blk, ev, max_units),
             vec: 1,
-        };
-        // Blocks of 16 with slices of 64 (Vulkan's 48 KB at 64 < d <= 128, lavapipe's at
-        // d = 64) take 4-wide loads only on 128 units, half of them idle in the scores and
-        // the output. Vulkan, f32, d = 128 on the H200, chunks of 32: -15 to -19 % against
-        // 256 units of single floats, -7 to -12 % against 64 units that all work (NOTES v28).
-        if blk == 16 && ev == 64 && dk >= 32 && vec_max >= 4 && max_units >= 128 {
-            Tiles {
-                units: 128,
-                vec: 4,
-                ..tiles
-            }
-        } else {
-            tiles.vectorized(vec_max)
         }
+        .vectorized(vec_max)
     };
     let chunks = || [64, 32, 16, 8].into_iter().filter(|&dk| dk <= dqk.max(32));
     let wide = tiles(64, chunks().next().expect("32 is always a chunk"), 128);
