@@ -90,7 +90,12 @@ impl Tiles {
         };
         [4, 2]
             .into_iter()
-            .filter(|&v| v <= max && self.blk % v == 0 && self.dk % v == 0 && self.ev % v == 0)
+            .filter(|&v| {
+                v <= max
+                    && self.blk.is_multiple_of(v)
+                    && self.dk.is_multiple_of(v)
+                    && self.ev.is_multiple_of(v)
+            })
             .map(|vec| Tiles { vec, ..self })
             .find(|&t| busy(t) == busy(scalar))
             .unwrap_or(scalar)
@@ -117,10 +122,19 @@ pub struct Grid {
 }
 
 impl Grid {
+    /// Rows of units at most: 256 units on a square product then form a 16 x 16 grid, whose
+    /// square tiles need the fewest loads per FMA (`1 / tr + 1 / tc`).
+    const MAX_ROWS: usize = 16;
+
+    /// The most units a `rows x cols` grid keeps busy; more would idle.
+    pub fn cells(rows: usize, cols: usize, vr: usize, vc: usize) -> usize {
+        (rows / vr).min(Self::MAX_ROWS) * (cols / vc)
+    }
+
     /// `rows`, `cols` and `units` are powers of two, `rows >= vr`, `cols >= vc`; units past
     /// `gr x gc` idle.
     pub fn new(rows: usize, cols: usize, units: usize, vr: usize, vc: usize) -> Self {
-        let gr = (rows / vr).min(16).min(units);
+        let gr = (rows / vr).min(Self::MAX_ROWS).min(units);
         let gc = (cols / vc).min(units / gr);
         Grid {
             gr,
@@ -157,6 +171,14 @@ impl Operand {
             along_tile: true,
         }
     }
+}
+
+/// This unit's row and column in the grid `g`; a row of `g.gr` or more means it idles there.
+#[cube]
+fn place(#[comptime] g: Grid) -> (usize, usize) {
+    let gc = comptime!(g.gc);
+    let unit = UNIT_POS as usize;
+    (unit / gc, unit % gc)
 }
 
 /// Element `t` of the unit's rows (`run = vr`) or columns (`run = vc`) in a grid of `g`
@@ -231,9 +253,7 @@ fn product<N: Size>(
     #[comptime] vec: usize,
 ) {
     let (gr, gc, tr, tc) = comptime!((g.gr, g.gc, g.tr, g.tc));
-    let unit = UNIT_POS as usize;
-    let ur = unit / gc;
-    let uc = unit % gc;
+    let (ur, uc) = place(g);
     if ur < gr {
         let mut av = Array::<f32>::new(comptime!(tr * vec));
         let mut bv = Array::<f32>::new(comptime!(tc * vec));
@@ -284,9 +304,7 @@ fn update_state<N: Size>(
     #[comptime] vec: usize,
 ) {
     let (gr, gc, tr, tc) = comptime!((g.gr, g.gc, g.tr, g.tc));
-    let unit = UNIT_POS as usize;
-    let ur = unit / gc;
-    let uc = unit % gc;
+    let (ur, uc) = place(g);
     if ur < gr {
         #[unroll]
         for r in 0..tr {
@@ -534,8 +552,7 @@ pub fn sweep_kernel<F: Float, N: Size>(
     // This unit's place in the output grid.
     let (og_gr, og_gc, og_tr, og_tc) =
         comptime!((out_grid.gr, out_grid.gc, out_grid.tr, out_grid.tc));
-    let our = unit / og_gc;
-    let ouc = unit % og_gc;
+    let (our, ouc) = place(out_grid);
 
     let mut t0 = seg_start;
     while t0 < seg_end {

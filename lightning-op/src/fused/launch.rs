@@ -18,7 +18,7 @@ use cubecl::ir::features::MmaConfig;
 use cubecl::prelude::*;
 
 use super::cmma::{self, Geometry, sweep_cmma_kernel};
-use super::kernel::{Mode, Tiles, scan_kernel, state_grad_kernel, sweep_kernel};
+use super::kernel::{Grid, Mode, Tiles, scan_kernel, state_grad_kernel, sweep_kernel};
 use crate::reference::Direction;
 
 /// One sweep: `q`, `k` `[b, h, n, dqk]`, `v` `[b, h, n, dv]` in one dtype, `slopes` and
@@ -120,23 +120,14 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
 fn local_tiles(tiles: Tiles, dqk: usize, max_shared: usize, max_units: usize) -> Tiles {
     let ev = tiles.ev.min(64);
     let local = |blk: usize, dk: usize| {
-        let units = scalar_units(blk, ev, max_units);
-        let local = Tiles {
+        let busy = Grid::cells(dk, ev, tiles.vec, tiles.vec);
+        Tiles {
             blk,
             dk,
             ev,
             dcap: dqk.next_power_of_two().max(dk),
-            units,
+            units: scalar_units(blk, ev, max_units).min(prev_power_of_two(busy)),
             ..tiles
-        };
-        let [.., update] = Tiles {
-            units: 1 << 16,
-            ..local
-        }
-        .grids();
-        Tiles {
-            units: units.min(prev_power_of_two(update.gr * update.gc)),
-            ..local
         }
     };
     [128, 64, 32, 16, 8]
@@ -149,7 +140,7 @@ fn local_tiles(tiles: Tiles, dqk: usize, max_shared: usize, max_units: usize) ->
                 .map(move |blk| local(blk, dk))
         })
         .find(|local| local.shared_bytes(Mode::State) <= max_shared)
-        .unwrap_or(local(tiles.blk, tiles.dk))
+        .expect("the output pass's own block and chunk are searched, and fit in less memory")
 }
 
 /// The widest shared-memory access the scalar kernel may take for these head dims: global
@@ -157,7 +148,7 @@ fn local_tiles(tiles: Tiles, dqk: usize, max_shared: usize, max_units: usize) ->
 fn scalar_vec_max(dqk: usize, dv: usize, max_vector_size: usize) -> usize {
     [4, 2, 1]
         .into_iter()
-        .find(|&w| w <= max_vector_size && dqk % w == 0 && dv % w == 0)
+        .find(|&w| w <= max_vector_size && dqk.is_multiple_of(w) && dv.is_multiple_of(w))
         .unwrap_or(1)
 }
 
@@ -266,8 +257,8 @@ impl Kernel {
         let whole = ptx
             && stmatrix
             && props.features.copy_async
-            && dqk % 2 == 0
-            && dv % 2 == 0
+            && dqk.is_multiple_of(2)
+            && dv.is_multiple_of(2)
             && dv > Geometry::WIDE.ev
             && Geometry::WHOLE.stationary(dcap);
         let geometries: &[Geometry] = match forced() {
