@@ -107,7 +107,7 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
 /// whole qk dim), then the longest block that fit.
 ///
 /// It makes no scores, so a wider slice saves it nothing, and at one 132 KB cube per SM its
-/// cubes (twice the output pass's, [`LOCAL_SPLIT`]) took 1.45 waves: (2,16,32K) f32, 2.97
+/// cubes (then twice the output pass's, see [`Kernel::local_split`]) took 1.45 waves: (2,16,32K) f32, 2.97
 /// ms against 2.07 with slices of 64 at three cubes per SM (ncu, NOTES v25). With 4-wide
 /// loads the trade-off stands: slices of 128 took fwd+bwd at (2,16,32K) from 20.7 to 21.6
 /// ms and at (1,16,64K) from 22.3 to 21.6 (NOTES v28). Without Q and the scores its shared
@@ -302,6 +302,23 @@ impl Kernel {
         }
     }
 
+    /// Local-state segments per output segment. The tensor-core kernel's local pass fits
+    /// twice the cubes per SM of its output pass (two of eight warps against one of twelve
+    /// on CUDA at d = e = 128): it runs twice the cubes, each over half a segment, and the
+    /// scan chains the halves (H200, (1,16,64K), when the passes fitted four and two: 0.248
+    /// -> 0.223 ms). The scalar kernel's local pass is bound by its FMAs and its cubes do
+    /// not fill whole waves, so shorter pieces shorten the last wave: quarters against
+    /// halves, H200, f32, forward -3 % at (4,8,2K) (TNL-385M's op), -5 % at (1,32,8K), -7 %
+    /// at (2,16,32K), within the rounds' spread at (1,8,32K) and (1,16,64K); thirds were
+    /// slower than halves (NOTES v30). Every kernel splits, which also keeps the split chain
+    /// under test wherever segments run.
+    fn local_split(self) -> usize {
+        match self {
+            Kernel::Scalar { .. } => 4,
+            Kernel::Cmma { .. } => 2,
+        }
+    }
+
     /// Cubes per SM that the segment count plans for: the tensor-core geometry's, by its
     /// registers; the scalar kernel's by its shared memory (two of up to 102 KB with slices
     /// up to 64, one of 151 KB with a slice of 128).
@@ -337,16 +354,6 @@ fn forced() -> Option<Forced> {
         Err(_) => None,
     })
 }
-
-/// Local-state segments per output segment. The tensor-core kernel's local pass fits twice
-/// the cubes per SM of its output pass (two of eight warps against one of twelve on CUDA
-/// at d = e = 128): it runs twice the cubes, each over half a segment, and the scan chains
-/// the halves (H200, (1,16,64K), when the passes fitted four and two: 0.248 -> 0.223 ms).
-/// Where the local pass fits no more cubes than the output pass, a second wave of
-/// half-length cubes costs what one wave of full-length ones did, so the only loss is the
-/// scan's extra states; every kernel splits, which also keeps the split chain under test
-/// wherever segments run.
-const LOCAL_SPLIT: usize = 2;
 
 /// Segments per sequence. Segments cost a second pass over K and V (the local states) and
 /// a scan, which only pays where the cubes leave SMs idle: with at least one cube per SM,
@@ -401,7 +408,11 @@ impl Plan {
             kernel.per_sm(),
             props.num_streaming_multiprocessors,
         );
-        let split = if segments > 1 { LOCAL_SPLIT } else { 1 };
+        let split = if segments > 1 {
+            kernel.local_split()
+        } else {
+            1
+        };
         // Output segments are `split` local ones, so each starts where a local one does.
         let local_len = n.div_ceil(segments * split).next_multiple_of(blk);
         let seg_len = local_len * split;
