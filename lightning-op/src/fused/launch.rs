@@ -109,9 +109,8 @@ fn scalar_units(blk: usize, ev: usize, max_units: usize) -> usize {
 /// It makes no scores, so a wider slice saves it nothing, and at one 132 KB cube per SM its
 /// cubes (then twice the output pass's, see [`Kernel::local_split`]) took 1.45 waves:
 /// (2,16,32K) f32, 2.97 ms against 2.07 with slices of 64 at three cubes per SM (ncu, NOTES
-/// v25). With 4-wide
-/// loads the trade-off stands: slices of 128 took fwd+bwd at (2,16,32K) from 20.7 to 21.6
-/// ms and at (1,16,64K) from 22.3 to 21.6 (NOTES v28). Without Q and the scores its shared
+/// v25). With 4-wide loads the trade-off stands: slices of 128 took fwd+bwd at (2,16,32K)
+/// from 20.7 to 21.6 ms and at (1,16,64K) from 22.3 to 21.6 (NOTES v28). Without Q and the scores its shared
 /// memory holds wider chunks and longer blocks than the output pass's, so the barriers and
 /// the state's read-modify-write come less often per token. H200, f32, d = e = 128, forward
 /// at (1,16,64K) (NOTES v29): Vulkan's 48 KB, the output pass's 16 x 32 -> 32 x 32 -11 %,
